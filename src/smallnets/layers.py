@@ -1,0 +1,185 @@
+"""Building blocks shared by every family: conv-norm-act, channel rounding, SE, drop-path, shuffle."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from smallnets._checks import check_positive
+
+ModuleFactory = Callable[[], nn.Module]
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:
+    """Round ``value`` to the nearest multiple of ``divisor``, never dropping below ``round_limit`` of it.
+
+    This is the TensorFlow reference rule used by MobileNetV1/V2 and EfficientNet for width
+    multipliers: e.g. ``make_divisible(32 * 0.35) == 16`` and ``make_divisible(1280 * 1.4) == 1792``.
+    """
+    check_positive("divisor", divisor)
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < round_limit * value:  # rounding down must not lose more than 10%
+        rounded += divisor
+    return rounded
+
+
+def round_repeats(repeats: int, depth_mult: float) -> int:
+    """Blocks in a stage after depth scaling: ceil(depth_mult * repeats), as EfficientNet does."""
+    check_positive("depth_mult", depth_mult)
+    return int(math.ceil(depth_mult * repeats))
+
+
+class ConvNormAct(nn.Sequential):
+    """Conv2d, then optional norm, then optional activation; ``norm=None`` / ``act=None`` omit them.
+
+    Padding defaults to ``dilation * (kernel_size - 1) // 2`` ("same" for odd kernels at stride 1).
+    Depthwise is ``groups == in_chs``. The conv has a bias only when there is no norm after it,
+    unless ``bias`` says otherwise. State-dict keys: ``conv.*``, ``bn.*``.
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        groups: int = 1,
+        *,
+        padding: int | None = None,
+        dilation: int = 1,
+        norm: ModuleFactory | None = nn.BatchNorm2d,
+        act: ModuleFactory | None = nn.ReLU,
+        bias: bool | None = None,
+    ):
+        super().__init__()
+        check_divides("groups", groups, in_chs=in_chs, out_chs=out_chs)
+        if padding is None:
+            padding = dilation * (kernel_size - 1) // 2
+        if bias is None:
+            bias = norm is None
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, dilation=dilation, groups=groups, bias=bias)
+        if norm is not None:
+            self.bn = norm(out_chs)
+        if act is not None:
+            self.act = act()
+
+
+def check_divides(name: str, groups: int, **channels: int) -> None:
+    """Raise ValueError unless ``groups`` divides every channel count given by keyword."""
+    if not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"{name} must be a positive integer, got {groups!r}")
+    for what, chs in channels.items():
+        if chs % groups:
+            raise ValueError(f"{name} must divide {what}: {chs} is not divisible by {name}={groups}")
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation (Hu et al. 2018) as EfficientNet uses it: pool, 1x1 reduce, act, 1x1 expand, gate."""
+
+    def __init__(self, chs: int, squeeze_chs: int, act: ModuleFactory = nn.SiLU, gate: ModuleFactory = nn.Sigmoid):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.reduce = nn.Conv2d(chs, squeeze_chs, 1)
+        self.act = act()
+        self.expand = nn.Conv2d(squeeze_chs, chs, 1)
+        self.gate = gate()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.gate(self.expand(self.act(self.reduce(self.pool(x)))))
+        return x * scale
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al. 2016): drop a residual branch per sample with probability ``p``."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop-path probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """ShuffleNet's channel shuffle: reshape channels to (groups, c/groups), transpose, flatten."""
+    n, c, h, w = x.shape
+    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+class ChannelShuffle(nn.Module):
+    def __init__(self, groups: int):
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return channel_shuffle(x, self.groups)
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}"
+
+
+class ClassifierHead(nn.Module):
+    """Global average pooling (no FC stack, as every efficient family does), dropout, linear."""
+
+    def __init__(self, in_chs: int, num_classes: int, drop_rate: float = 0.0):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten(1)
+        self.drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(in_chs, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.drop(self.flatten(self.pool(x))))
+
+
+class SmallNet(nn.Module):
+    """Common shape of every zoo model: ``stem -> stages -> neck -> classifier``.
+
+    ``forward_features`` returns the last feature map (before pooling); ``forward_head`` turns it
+    into logits. ``stages`` is an ``nn.Sequential`` whose children are the network's stages, so
+    their feature maps can be taken one by one. Subclasses set the four parts and
+    ``num_features`` (channels of the final feature map).
+    """
+
+    stem: nn.Module
+    stages: nn.Sequential
+    neck: nn.Module
+    classifier: nn.Module
+    num_features: int
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.neck(self.stages(self.stem(x)))
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def init_weights(model: nn.Module) -> None:
+    """He-normal (fan-out) convs, unit BN, small-normal linear layers: the usual ImageNet init."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)

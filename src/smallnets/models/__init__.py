@@ -1,0 +1,3 @@
+"""The model zoo: importing this package registers every family."""
+
+from smallnets.models import densenet, efficientnet, mobilenet, shufflenet, squeezenet, xception  # noqa: F401
