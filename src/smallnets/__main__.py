@@ -1,0 +1,5 @@
+import sys
+
+from smallnets.cli import main
+
+sys.exit(main())

@@ -1,0 +1,193 @@
+"""The ``smallnets`` command line: list, profile and compare zoo models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+import torch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _knobs_from_extra(extra: Sequence[str]) -> dict:
+    """Turn leftover ``--some-knob VALUE`` / ``--some-knob=VALUE`` flags into ``{'some_knob': value}``."""
+    from smallnets.compare import parse_value
+
+    knobs, i = {}, 0
+    while i < len(extra):
+        flag = extra[i]
+        if not flag.startswith("--") or len(flag) == 2:
+            raise ValueError(f"expected a knob flag like --width-mult 0.5, got {flag!r}")
+        key, sep, value = flag[2:].partition("=")
+        if not sep:
+            if i + 1 >= len(extra) or extra[i + 1].startswith("--"):
+                raise ValueError(f"knob flag {flag} needs a value, e.g. {flag} 0.5 or {flag}=true")
+            value = extra[i + 1]
+            i += 1
+        knobs[key.replace("-", "_")] = parse_value(value)
+        i += 1
+    return knobs
+
+
+def cmd_list(args) -> int:
+    from smallnets.registry import list_models, model_info
+
+    names = list_models(args.pattern)
+    if args.json:
+        out = []
+        for n in names:
+            info = model_info(n)
+            pub = info.published_for()
+            out.append(
+                {
+                    "name": n,
+                    "family": info.family,
+                    "input_size": list(info.input_size),
+                    "knobs": dict(info.knobs),
+                    "top1": pub.top1 if pub else None,
+                    "paper": info.paper,
+                }
+            )
+        print(json.dumps(out, indent=2))
+        return 0
+    if not names:
+        print(f"no model matches {args.pattern!r}", file=sys.stderr)
+        return 1
+    width = max(len(n) for n in names)
+    print(f"{'model':<{width}}  {'family':<14}{'input':>9}{'top-1':>8}  knobs")
+    for n in names:
+        info = model_info(n)
+        pub = info.published_for()
+        top1 = f"{pub.top1:.1f}" if pub and pub.top1 is not None and pub.dataset == "imagenet" else "-"
+        knobs = ", ".join(info.knobs)
+        print(f"{n:<{width}}  {info.family:<14}{info.input_size[1]:>5}x{info.input_size[2]:<3}{top1:>8}  {knobs}")
+    return 0
+
+
+def cmd_profile(args, extra) -> int:
+    from smallnets.profiler import profile
+    from smallnets.registry import model_info
+
+    knobs = _knobs_from_extra(extra)
+    info = model_info(args.name)
+    c, h, w = info.input_size
+    if args.in_chans is not None:
+        c = args.in_chans
+    if args.resolution is not None:
+        h = w = args.resolution
+    for key, value in (("num_classes", args.num_classes), ("in_chans", args.in_chans)):
+        if value is not None:
+            knobs[key] = value
+    report = profile(
+        args.name,
+        (c, h, w),
+        latency=not args.no_latency,
+        memory=not args.no_memory,
+        batch_size=args.batch_size,
+        runs=args.runs,
+        threads=args.threads,
+        dtype=DTYPES[args.dtype],
+        channels_last=args.channels_last,
+        **knobs,
+    )
+    if args.json:
+        print(json.dumps(report.to_dict(layers=args.layers), indent=2))
+        return 0
+    print(report.summary())
+    print()
+    print(report.kind_table())
+    if args.layers:
+        print()
+        print(report.layer_table())
+    print(f"\n{report.conventions['macs']}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from smallnets.compare import compare, format_table, plot_comparison, write_json
+
+    rows = compare(
+        args.names or None,
+        latency=not args.no_latency,
+        max_seconds=args.max_seconds,
+        threads=args.threads,
+        progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+    )
+    if args.json == "-":
+        from dataclasses import asdict
+
+        print(json.dumps([asdict(r) for r in rows], indent=2))
+    else:
+        print(format_table(rows))
+        if args.json:
+            write_json(rows, args.json)
+            print(f"\nwrote {args.json}")
+    if args.chart:
+        plot_comparison(rows, args.chart)
+        print(f"{'' if args.json == '-' else chr(10)}chart: {args.chart}", file=sys.stderr if args.json == "-" else sys.stdout)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smallnets", description="Efficient CNNs exact to their papers: pick, profile, compare.")
+    from smallnets import __version__
+
+    parser.add_argument("--version", action="version", version=f"smallnets {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list zoo models (optionally matching a wildcard pattern)")
+    p.add_argument("pattern", nargs="?", help="e.g. 'mobilenet*' or 'efficientnet'")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser(
+        "profile",
+        help="params, MACs, size, activation memory and latency of one model",
+        description="Any model knob can be given as a flag: --width-mult 0.5, --groups 8, --bypass simple, --separable false.",
+    )
+    p.add_argument("name")
+    p.add_argument("--resolution", type=int, help="input side in pixels (the resolution multiplier rho); default: the paper's")
+    p.add_argument("--num-classes", type=int)
+    p.add_argument("--in-chans", type=int)
+    p.add_argument("--layers", action="store_true", help="print the per-layer table")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--batch-size", type=int, default=1, help="batch for the latency measurement")
+    p.add_argument("--threads", type=int, help="intra-op threads (default: torch's)")
+    p.add_argument("--runs", type=int, default=30, help="timed runs (after 5 warm-up runs)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.add_argument("--no-memory", action="store_true", help="skip the activation-memory measurement")
+
+    p = sub.add_parser("compare", help="table and chart of several models (default: one per family)")
+    p.add_argument("names", nargs="*", help="model specs: name[:knob=value,...][@resolution], e.g. mobilenet_v1:width_mult=0.5@160")
+    p.add_argument("--chart", default="smallnets-compare.png", help="PNG to write (default: %(default)s; '' for none)")
+    p.add_argument("--json", nargs="?", const="-", help="write JSON to PATH, or print it with no PATH")
+    p.add_argument("--no-latency", action="store_true")
+    p.add_argument("--max-seconds", type=float, default=2.0, help="timing budget per model (default: %(default)s)")
+    p.add_argument("--threads", type=int)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    try:
+        if args.command == "profile":
+            return cmd_profile(args, extra)
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if args.command == "list":
+            return cmd_list(args)
+        return cmd_compare(args)
+    except (ValueError, TypeError) as exc:
+        print(f"smallnets {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. piped into `head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""Side-by-side cost of zoo configurations: params, MACs, size, measured latency, published top-1."""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from smallnets._checks import check_positive
+from smallnets._io import atomic_path, atomic_write_text
+from smallnets.profiler import profile
+from smallnets.registry import list_models, model_info, resolve_knobs
+
+_SPEC = re.compile(r"^(?P<name>[A-Za-z0-9_.\-]+)(?::(?P<knobs>[^@]*))?(?:@(?P<res>\d+))?$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A zoo configuration: ``name[:knob=value,...][@resolution]``, e.g. ``mobilenet_v1:width_mult=0.5@160``."""
+
+    name: str
+    knobs: dict[str, Any]
+    resolution: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ModelSpec:
+        m = _SPEC.match(text.strip())
+        if not m:
+            raise ValueError(f"model spec must look like name[:knob=value,...][@resolution], got {text!r}")
+        knobs: dict[str, Any] = {}
+        for item in filter(None, (m["knobs"] or "").split(",")):
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ValueError(f"knob in model spec must be key=value, got {item!r} in {text!r}")
+            knobs[key.strip().replace("-", "_")] = parse_value(value.strip())
+        spec = cls(m["name"], knobs, int(m["res"]) if m["res"] else None)
+        resolve_knobs(spec.name, spec.knobs)  # fail early on unknown names and knobs
+        return spec
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        c, h, w = model_info(self.name).input_size
+        return (c, self.resolution, self.resolution) if self.resolution else (c, h, w)
+
+    @property
+    def label(self) -> str:
+        text = self.name
+        if self.knobs:
+            text += ":" + ",".join(f"{k}={v}" for k, v in self.knobs.items())
+        if self.resolution:
+            text += f"@{self.resolution}"
+        return text
+
+
+def parse_value(text: str) -> Any:
+    """'0.5' -> 0.5, '3' -> 3, 'true' -> True, 'none' -> None, anything else stays a string."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+@dataclass(frozen=True)
+class CompareRow:
+    label: str
+    name: str
+    family: str
+    knobs: dict[str, Any]
+    input_size: tuple[int, int, int]
+    params: int
+    macs: int
+    size_fp32_bytes: int
+    latency_median_ms: float | None
+    latency_p90_ms: float | None
+    top1: float | None  # published top-1 (%) on `dataset`, None when no paper reports this config
+    dataset: str | None
+    top1_source: str | None
+
+
+def default_specs() -> list[ModelSpec]:
+    """One representative of every family."""
+    return [ModelSpec(n, {}) for n in list_models() if model_info(n).representative]
+
+
+def compare(
+    specs: Sequence[ModelSpec | str] | None = None,
+    *,
+    latency: bool = True,
+    max_seconds: float = 2.0,
+    threads: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[CompareRow]:
+    """Profile each configuration (default: one per family) and attach its published top-1."""
+    check_positive("max_seconds", max_seconds)
+    specs = [ModelSpec.parse(s) if isinstance(s, str) else s for s in (specs or default_specs())]
+    rows = []
+    for i, spec in enumerate(specs, 1):
+        if progress:
+            progress(f"[{i}/{len(specs)}] {spec.label}")
+        info = model_info(spec.name)
+        report = profile(
+            spec.name,
+            spec.input_size,
+            latency=latency,
+            memory=False,
+            warmup=2,
+            runs=20,
+            max_seconds=max_seconds,
+            threads=threads,
+            **spec.knobs,
+        )
+        pub = info.published_for(spec.knobs, spec.input_size)
+        lat = report.latency
+        rows.append(
+            CompareRow(
+                label=spec.label,
+                name=spec.name,
+                family=info.family,
+                knobs=dict(spec.knobs),
+                input_size=spec.input_size,
+                params=report.params,
+                macs=report.macs,
+                size_fp32_bytes=report.size_bytes["fp32"],
+                latency_median_ms=lat.median_ms if lat else None,
+                latency_p90_ms=lat.p90_ms if lat else None,
+                top1=pub.top1 if pub else None,
+                dataset=pub.dataset if pub else None,
+                top1_source=pub.source if pub else None,
+            )
+        )
+    return rows
+
+
+def format_table(rows: Sequence[CompareRow]) -> str:
+    header = ("model", "input", "params (M)", "MACs (M)", "size (MB)", "latency (ms)", "top-1 (%)")
+    body = []
+    for r in rows:
+        top1 = f"{r.top1:.1f}" + ("" if r.dataset == "imagenet" else f" ({r.dataset})") if r.top1 is not None else "-"
+        body.append(
+            (
+                r.label,
+                f"{r.input_size[1]}x{r.input_size[2]}",
+                f"{r.params / 1e6:.2f}",
+                f"{r.macs / 1e6:,.0f}",
+                f"{r.size_fp32_bytes / 1e6:.1f}",
+                f"{r.latency_median_ms:.1f}" if r.latency_median_ms is not None else "-",
+                top1,
+            )
+        )
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)] if body else [len(h) for h in header]
+    fmt = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    lines = [fmt(header), "  ".join("-" * w for w in widths), *map(fmt, body)]
+    return "\n".join(lines)
+
+
+def environment() -> dict[str, Any]:
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def write_json(rows: Sequence[CompareRow], path) -> None:
+    payload = {"environment": environment(), "rows": [asdict(r) for r in rows]}
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
+
+
+def plot_comparison(rows: Sequence[CompareRow], path, title: str | None = None) -> None:
+    """Published top-1 against MACs (log scale), bubble area proportional to parameters.
+
+    A second panel puts the same accuracy against the latency measured here, when measured.
+    Configurations without a published ImageNet top-1 are listed under the chart.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rated = [r for r in rows if r.top1 is not None and r.dataset == "imagenet"]
+    unrated = [r.label for r in rows if r not in rated]
+    with_latency = [r for r in rated if r.latency_median_ms is not None]
+    panels = 2 if with_latency else 1
+    fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 5.5), squeeze=False)
+    families = sorted({r.family for r in rows})
+    colors = {f: plt.get_cmap("tab10")(i % 10) for i, f in enumerate(families)}
+    max_params = max((r.params for r in rated), default=1)
+
+    def scatter(ax, xs, xlabel):
+        for r, x in zip(rated if xs is None else with_latency, xs or [r.macs / 1e6 for r in rated]):
+            area = 60 + 1400 * r.params / max_params
+            ax.scatter(x, r.top1, s=area, color=colors[r.family], alpha=0.55, edgecolors="black", linewidths=0.6)
+            ax.annotate(f"{r.label}\n{r.params / 1e6:.1f}M", (x, r.top1), fontsize=7, ha="center", va="center")
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("published ImageNet top-1 (%)")
+        ax.grid(True, which="both", alpha=0.3)
+
+    scatter(axes[0][0], None, "mult-adds (millions, log scale)")
+    axes[0][0].set_title("Accuracy vs operations (bubble area = parameters)")
+    if panels == 2:
+        scatter(axes[0][1], [r.latency_median_ms for r in with_latency], "measured latency, batch 1 (ms, log scale)")
+        env = environment()
+        axes[0][1].set_title(f"Accuracy vs latency ({env['threads']} threads, torch {env['torch']})")
+    handles = [plt.Line2D([], [], marker="o", ls="", color=colors[f], label=f) for f in families]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(families), 8), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title)
+    note = f"no published ImageNet top-1: {', '.join(unrated)}" if unrated else ""
+    fig.text(0.01, 0.005, note, fontsize=7)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=130, format="png")
+    plt.close(fig)
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)

@@ -1,0 +1,94 @@
+"""The command line, run end to end in real subprocesses as a user would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "smallnets", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_list_all_and_pattern():
+    res = run("list")
+    assert res.returncode == 0, res.stderr
+    for name in ("mobilenet_v1", "mobilenet_v2", "squeezenet1_0", "densenet121", "shufflenet_v1", "xception", "efficientnet_b7"):
+        assert name in res.stdout
+    res = run("list", "efficientnet_b*", "--json")
+    rows = json.loads(res.stdout)
+    assert [r["name"] for r in rows] == [f"efficientnet_b{i}" for i in range(8)]
+    assert rows[0]["input_size"] == [3, 224, 224] and rows[0]["top1"] == 77.1
+
+
+def test_profile_with_knobs_json():
+    res = run("profile", "mobilenet_v1", "--width-mult", "0.5", "--resolution", "160", "--json", "--no-latency", "--no-memory")
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["knobs"] == {"width_mult": 0.5} and data["input_size"] == [3, 160, 160]
+    assert 70e6 < data["macs"] < 80e6  # MobileNetV1 Table 7 family: 0.5 MobileNet-160 is 76M mult-adds
+    assert "layers" not in data
+
+
+def test_profile_text_layers_and_latency():
+    res = run("profile", "squeezenet1_1", "--resolution", "96", "--layers", "--runs", "3", "--bypass", "simple")
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert "median" in out and "p90" in out and "images/s" in out
+    assert "conv1x1" in out and "conv3x3" in out  # per-kind breakdown
+    assert "classifier" in out  # per-layer table lists conv10
+
+
+def test_profile_bad_knob_is_a_clear_error():
+    res = run("profile", "mobilenet_v1", "--widht-mult", "0.5", "--no-latency")
+    assert res.returncode == 2
+    assert "unknown knob 'widht_mult'" in res.stderr and "did you mean 'width_mult'" in res.stderr
+    res = run("profile", "mobilenet_v1", "--width-mult", "-1", "--no-latency")
+    assert res.returncode == 2 and "width_mult must be > 0, got -1" in res.stderr
+    res = run("profile", "mobilenett_v1")
+    assert res.returncode == 2 and "did you mean 'mobilenet_v1'" in res.stderr
+
+
+def test_compare_table_chart_and_json(tmp_path):
+    chart = tmp_path / "chart.png"
+    out_json = tmp_path / "cmp.json"
+    res = run(
+        "compare",
+        "mobilenet_v1:width_mult=0.25@128",
+        "shufflenet_v2:width_mult=0.5",
+        "squeezenet1_1",
+        "--chart",
+        str(chart),
+        "--json",
+        str(out_json),
+        "--max-seconds",
+        "0.5",
+    )
+    assert res.returncode == 0, res.stderr
+    assert "[3/3] squeezenet1_1" in res.stderr  # progress
+    lines = res.stdout.splitlines()
+    assert lines[0].split()[:3] == ["model", "input", "params"]
+    assert any(line.startswith("shufflenet_v2:width_mult=0.5") and "60.3" in line for line in lines)
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads(out_json.read_text())
+    assert [r["label"] for r in data["rows"]] == ["mobilenet_v1:width_mult=0.25@128", "shufflenet_v2:width_mult=0.5", "squeezenet1_1"]
+    assert data["rows"][0]["input_size"] == [3, 128, 128]
+    assert data["environment"]["torch"]
+    assert not list(tmp_path.glob(".*tmp*")), "temporary files left behind"
+
+
+def test_compare_bad_spec():
+    res = run("compare", "mobilenet_v1:width=0.5", "--no-latency", "--chart", "")
+    assert res.returncode == 2 and "unknown knob 'width'" in res.stderr
+
+
+@pytest.mark.slow
+def test_compare_default_representatives(tmp_path):
+    res = run("compare", "--json", "-", "--max-seconds", "0.5", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(res.stdout)
+    assert len({r["family"] for r in rows}) == len(rows) >= 8
+    assert (tmp_path / "smallnets-compare.png").exists()
