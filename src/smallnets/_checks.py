@@ -43,3 +43,9 @@ def suggest(value: object, candidates: Iterable[object]) -> str:
         return ""
     close = difflib.get_close_matches(value, [str(c) for c in candidates], n=3, cutoff=0.6)
     return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def check_bool(name: str, value: object) -> None:
+    """Flags must be real booleans: 0/1 or 'false' would silently mean something else."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
