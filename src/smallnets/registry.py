@@ -145,7 +145,9 @@ def resolve_knobs(name: str, knobs: Mapping[str, Any]) -> dict[str, Any]:
     for key in knobs:
         if key not in info.knobs:
             if key in info.fixed:
-                raise ValueError(f"{name} fixes {key}={info.fixed[key]!r}; use the family's generic builder to change it")
+                others = [n for n, e in _REGISTRY.items() if e.family == info.family and key in e.knobs]
+                hint = f"; {' and '.join(others)} take{'s' if len(others) == 1 else ''} it as a knob" if others else ""
+                raise ValueError(f"{name} fixes {key}={info.fixed[key]!r} (it defines the entry){hint}")
             accepted = ", ".join(info.knobs) or "none"
             raise ValueError(f"unknown knob {key!r} for {name}{suggest(key, info.knobs)} (accepted knobs: {accepted})")
     return {**info.knobs, **knobs}
