@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from smallnets._checks import check_positive, check_range
+from smallnets._checks import check_bool, check_positive, check_range
 from smallnets.layers import ConvNormAct, DropPath, ModuleFactory, SqueezeExcite, make_divisible, round_repeats
 
 
@@ -105,15 +105,10 @@ def inverted_block(row: Stage, in_chs: int, stride: int, drop_path: float, **kwa
     return InvertedBottleneck(in_chs, row.out, stride, expand=row.expand, kernel=row.kernel, **kwargs)
 
 
-def check_flag(name: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be a bool (True or False), got {value!r}")
-
-
 def check_common_knobs(*, width_mult: float, depth_mult: float, drop_rate: float, cifar: bool, drop_path_rate: float = 0.0) -> None:
     """The knobs all three families share; each error names the argument, the rule and the value."""
     check_positive("width_mult", width_mult)
     check_positive("depth_mult", depth_mult)
     check_range("drop_rate", drop_rate, 0.0, 1.0, high_open=True)
     check_range("drop_path_rate", drop_path_rate, 0.0, 1.0, high_open=True)
-    check_flag("cifar", cifar)
+    check_bool("cifar", cifar)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from smallnets._checks import check_bool
 from smallnets.layers import ClassifierHead, ConvNormAct, ModuleFactory, SmallNet, init_weights, make_divisible
 from smallnets.models._inverted import (
     InvertedBottleneck,
     Stage,
     build_stages,
     check_common_knobs,
-    check_flag,
     cifar_table,
     inverted_block,
     scale_table,
@@ -76,7 +76,7 @@ class MobileNetV1(SmallNet):
     ):
         super().__init__()
         check_common_knobs(width_mult=width_mult, depth_mult=depth_mult, drop_rate=drop_rate, cifar=cifar)
-        check_flag("separable", separable)
+        check_bool("separable", separable)
         table = scale_table(V1_TABLE, width_mult, depth_mult)  # alpha applies to every layer, stem included
         table = cifar_table(table) if cifar else table
         stem_chs = make_divisible(V1_STEM * width_mult, 8)
