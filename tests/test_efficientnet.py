@@ -170,7 +170,7 @@ def test_forward_backward_small():
         ("efficientnet_b0", {"drop_path_rate": -0.1}, "drop_path_rate must be in [0.0, 1.0), got -0.1"),
         ("efficientnet_b0", {"bn_eps": 0}, "bn_eps must be > 0, got 0"),
         ("efficientnet_b0", {"bn_momentum": 0.0}, "bn_momentum must be in (0.0, 1.0], got 0.0"),
-        ("efficientnet_b0", {"cifar": None}, "cifar must be a bool (True or False), got None"),
+        ("efficientnet_b0", {"cifar": None}, "cifar must be True or False, got None"),
     ],
 )
 def test_bad_knobs(name, knobs, words):

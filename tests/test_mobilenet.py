@@ -230,14 +230,14 @@ def test_forward_backward_small(name, knobs):
     [
         ("mobilenet_v1", {"width_mult": -0.5}, "width_mult must be > 0, got -0.5"),
         ("mobilenet_v1", {"depth_mult": 0}, "depth_mult must be > 0, got 0"),
-        ("mobilenet_v1", {"separable": "no"}, "separable must be a bool (True or False), got 'no'"),
+        ("mobilenet_v1", {"separable": "no"}, "separable must be True or False, got 'no'"),
         ("mobilenet_v1", {"drop_rate": 1.0}, "drop_rate must be in [0.0, 1.0), got 1.0"),
-        ("mobilenet_v1", {"cifar": 1}, "cifar must be a bool (True or False), got 1"),
+        ("mobilenet_v1", {"cifar": 1}, "cifar must be True or False, got 1"),
         ("mobilenet_v2", {"width_mult": 0}, "width_mult must be > 0, got 0"),
         ("mobilenet_v2", {"depth_mult": -1.0}, "depth_mult must be > 0, got -1.0"),
         ("mobilenet_v2", {"drop_rate": -0.1}, "drop_rate must be in [0.0, 1.0), got -0.1"),
         ("mobilenet_v2", {"drop_path_rate": 1.5}, "drop_path_rate must be in [0.0, 1.0), got 1.5"),
-        ("mobilenet_v2", {"cifar": "yes"}, "cifar must be a bool"),
+        ("mobilenet_v2", {"cifar": "yes"}, "cifar must be True or False"),
     ],
 )
 def test_bad_knobs(name, knobs, words):

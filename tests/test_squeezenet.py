@@ -281,7 +281,7 @@ def test_identity_bypass_needs_matching_channels(bypass, freq):
         ({"bypass": "simpel"}, r"bypass must be one of 'none', 'simple', 'complex'; got 'simpel'; did you mean 'simple'"),
         ({"bypass": None}, r"bypass must be one of"),
         ({"drop_rate": 1.0}, r"drop_rate must be in \[0.0, 1.0\), got 1.0"),
-        ({"cifar": 1}, r"cifar must be a bool (True or False), got 1"),
+        ({"cifar": 1}, r"cifar must be True or False, got 1"),
     ],
 )
 def test_bad_knobs_name_the_argument(knobs, match):

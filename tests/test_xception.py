@@ -184,7 +184,7 @@ def test_drop_rate_default_is_the_papers_and_configurable():
         ({"middle_repeats": 8.0}, r"middle_repeats must be an integer >= 1, got 8.0"),
         ({"drop_rate": -0.1}, r"drop_rate must be in \[0.0, 1.0\), got -0.1"),
         ({"drop_rate": 1.0}, r"drop_rate must be in \[0.0, 1.0\), got 1.0"),
-        ({"cifar": "yes"}, r"cifar must be a bool (True or False), got 'yes'"),
+        ({"cifar": "yes"}, r"cifar must be True or False, got 'yes'"),
         ({"middle_repeat": 4}, r"unknown knob 'middle_repeat' for xception; did you mean 'middle_repeats'"),
     ],
 )

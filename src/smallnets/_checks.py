@@ -48,4 +48,4 @@ def suggest(value: object, candidates: Iterable[object]) -> str:
 def check_bool(name: str, value: object) -> None:
     """Flags must be real booleans: 0/1 or 'false' would silently mean something else."""
     if not isinstance(value, bool):
-        raise ValueError(f"{name} must be a bool (True or False), got {value!r}")
+        raise ValueError(f"{name} must be True or False, got {value!r}")
