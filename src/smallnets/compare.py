@@ -193,6 +193,7 @@ def plot_comparison(rows: Sequence[CompareRow], path, title: str | None = None) 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     rated = [r for r in rows if r.top1 is not None and r.dataset == "imagenet"]
     unrated = [r.label for r in rows if r not in rated]
@@ -207,8 +208,15 @@ def plot_comparison(rows: Sequence[CompareRow], path, title: str | None = None) 
         for r, x in zip(rated if xs is None else with_latency, xs or [r.macs / 1e6 for r in rated]):
             area = 60 + 1400 * r.params / max_params
             ax.scatter(x, r.top1, s=area, color=colors[r.family], alpha=0.55, edgecolors="black", linewidths=0.6)
-            ax.annotate(f"{r.label}\n{r.params / 1e6:.1f}M", (x, r.top1), fontsize=7, ha="center", va="center")
+            radius = (area / 3.1416) ** 0.5  # points
+            ax.annotate(
+                f"{r.label} ({r.params / 1e6:.1f}M)", (x, r.top1), xytext=(0, radius + 2), textcoords="offset points",
+                fontsize=7, ha="center", va="bottom",
+            )
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}" if str(v)[0] in "25" else ""))
+        ax.margins(x=0.12, y=0.12)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("published ImageNet top-1 (%)")
         ax.grid(True, which="both", alpha=0.3)
