@@ -153,13 +153,19 @@ def resolve_knobs(name: str, knobs: Mapping[str, Any]) -> dict[str, Any]:
     return {**info.knobs, **knobs}
 
 
-def create_model(name: str, num_classes: int = 1000, in_chans: int = 3, **knobs: Any) -> nn.Module:
+def create_model(name: str, num_classes: int | None = None, in_chans: int | None = None, **knobs: Any) -> nn.Module:
     """Build a zoo model by name, e.g. ``create_model('mobilenet_v1', width_mult=0.5)``.
+
+    ``num_classes`` and ``in_chans`` default to the entry's own (1000 ImageNet classes and RGB,
+    or 10 classes for the CIFAR designs).
 
     The returned module records how it was built in ``model.smallnets_config``
     (name, num_classes, in_chans and every knob), so it can be saved and rebuilt.
     """
     info = model_info(name)
+    params = inspect.signature(info.builder).parameters
+    num_classes = params["num_classes"].default if num_classes is None else num_classes
+    in_chans = params["in_chans"].default if in_chans is None else in_chans
     check_int("num_classes", num_classes, 1)
     check_int("in_chans", in_chans, 1)
     resolved = resolve_knobs(name, knobs)
