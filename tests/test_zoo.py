@@ -92,7 +92,8 @@ def test_cifar_stem_keeps_4x4(name):
     with torch.device("meta"):
         model = smallnets.create_model(name, num_classes=10, cifar=True)
     feats = model.forward_features(torch.empty(1, 3, 32, 32, device="meta"))
-    assert feats.shape[-2:] == (4, 4)
+    # Designs native to 32x32 keep their paper's layout (DenseNet Table 2: three blocks, 8x8 at the end).
+    assert feats.shape[-2:] == ((8, 8) if info.input_size[1:] == (32, 32) else (4, 4))
 
 
 def test_every_family_has_one_representative():
