@@ -1,5 +1,6 @@
 """smallnets: efficient convolutional networks exact to their papers, with a cost profiler."""
 
+from smallnets.checkpoint import load_weights, read_sidecar, save_weights
 from smallnets.layers import make_divisible, round_repeats
 from smallnets.profiler import CostReport, count_macs, count_params, profile
 from smallnets.registry import ModelInfo, Published, create_model, list_models, model_info
@@ -7,15 +8,45 @@ from smallnets.scaling import CompoundScale, compound_scaling
 
 __version__ = "0.1.0"
 
+# Training and evaluation pull in the data pipeline (PIL, workers): imported on first use, so
+# `import smallnets` stays quick for profiling and model building.
+_LAZY = {
+    "EvalResult": "smallnets.evaluation",
+    "evaluate": "smallnets.evaluation",
+    "RunConfig": "smallnets.training",
+    "TrainConfig": "smallnets.training",
+    "Trainer": "smallnets.training",
+    "train": "smallnets.training",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'smallnets' has no attribute {name!r}")
+
 __all__ = [
     "CompoundScale",
     "CostReport",
+    "EvalResult",
+    "RunConfig",
+    "TrainConfig",
+    "Trainer",
     "ModelInfo",
     "Published",
     "compound_scaling",
     "count_macs",
     "count_params",
     "create_model",
+    "evaluate",
+    "load_weights",
+    "read_sidecar",
+    "save_weights",
+    "train",
     "list_models",
     "make_divisible",
     "model_info",

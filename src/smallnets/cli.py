@@ -1,4 +1,4 @@
-"""The ``smallnets`` command line: list, profile and compare zoo models."""
+"""The ``smallnets`` command line: list, profile, compare, train, eval and predict."""
 
 from __future__ import annotations
 
@@ -30,6 +30,73 @@ def _knobs_from_extra(extra: Sequence[str]) -> dict:
         knobs[key.replace("-", "_")] = parse_value(value)
         i += 1
     return knobs
+
+
+def _flag_pairs(extra: Sequence[str]) -> list[tuple[str, str | None]]:
+    """``--some-flag VALUE`` / ``--some-flag=VALUE`` / bare ``--some-flag`` into (some_flag, raw)."""
+    pairs, i = [], 0
+    while i < len(extra):
+        flag = extra[i]
+        if not flag.startswith("--") or len(flag) == 2:
+            raise ValueError(f"expected an option like --epochs 10 or --width-mult 0.5, got {flag!r}")
+        key, sep, value = flag[2:].partition("=")
+        if not sep:
+            if i + 1 < len(extra) and not extra[i + 1].startswith("--"):
+                value = extra[i + 1]
+                i += 1
+            else:
+                value = None  # a bare flag: true for booleans
+        pairs.append((key.replace("-", "_"), value))
+        i += 1
+    return pairs
+
+
+def cmd_train(args, extra) -> int:
+    from smallnets.compare import parse_value
+    from smallnets.training.config import RunConfig, load_config_file
+    from smallnets.training.trainer import Trainer, TrainingDiverged, split_options
+
+    extra = list(extra)
+    # MODEL is taken here rather than by argparse, which would swallow the value of an unknown
+    # option (`--progress false`) as the positional.
+    model_name = extra.pop(0) if extra and not extra[0].startswith("--") else None
+    options = {}
+    for key, value in _flag_pairs(extra):
+        options[key] = "true" if value is None else value
+    data_opts, train_opts, knob_opts = split_options(options)
+    if args.resume:
+        if model_name or args.data or args.config or data_opts or knob_opts:
+            raise ValueError("--resume continues a run with its own model, data and settings; give only --resume RUN (and --epochs, --max-minutes, --threads, --progress)")
+        trainer = Trainer.resume(args.resume, **train_opts)
+    else:
+        raw = load_config_file(args.config) if args.config else {}
+        raw = {k: dict(v) for k, v in raw.items()}
+        model = raw.setdefault("model", {})
+        if model_name:
+            model["name"] = model_name
+        model.update({k: parse_value(v) for k, v in knob_opts.items()})
+        data = raw.setdefault("data", {})
+        if args.data:
+            data["path"] = args.data
+        data.update(data_opts)
+        raw.setdefault("train", {}).update(train_opts)
+        if not model.get("name"):
+            raise ValueError("model must be given: smallnets train MODEL --data PATH (see smallnets list)")
+        if not data.get("path"):
+            raise ValueError("--data must be given: an image folder, a .tar/.tar.gz archive, cifar10 or cifar100")
+        trainer = Trainer(RunConfig.from_dict(raw, where=args.config or "command line"))
+    try:
+        result = trainer.fit()
+    except TrainingDiverged as exc:
+        print(f"smallnets train: error: {exc}", file=sys.stderr)
+        return 1
+    if trainer.dist.is_main:
+        best = f", best val top-1 {result.best_top1:.2f}%" if result.best_top1 is not None else ""
+        print(f"{result.status}: {result.epochs_done} epoch(s){best}; run directory {result.run_dir}")
+    from smallnets.training.distributed import shutdown
+
+    shutdown()
+    return {"finished": 0, "time budget": 0, "interrupted": 130}.get(result.status, 0)
 
 
 def cmd_list(args) -> int:
@@ -161,6 +228,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--no-memory", action="store_true", help="skip the activation-memory measurement")
 
+    p = sub.add_parser(
+        "train",
+        allow_abbrev=False,
+        help="train a zoo model on an image folder, archive or CIFAR (one process or torchrun)",
+        description=(
+            "Every field of the data and train configuration is a flag (--epochs 30, --batch-size 128, "
+            "--optimizer adamw, --ema, --precision bf16 ...); any other flag is a model knob "
+            "(--width-mult 0.5, --cifar). Flags override --config FILE (JSON or TOML with [model], "
+            "[data], [train] sections). Under torchrun every process runs the same command."
+        ),
+    )
+    p.usage = "smallnets train MODEL --data PATH [--config FILE] [--OPTION VALUE ...] [--KNOB VALUE ...]\n       smallnets train --resume RUN"
+    p.add_argument("--data", help="image folder, .tar/.tar.gz archive, cifar10 or cifar100")
+    p.add_argument("--config", help="JSON or TOML run configuration")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in this directory")
+
     p = sub.add_parser("compare", help="table and chart of several models (default: one per family)")
     p.add_argument("names", nargs="*", help="model specs: name[:knob=value,...][@resolution], e.g. mobilenet_v1:width_mult=0.5@160")
     p.add_argument("--chart", default="smallnets-compare.png", help="PNG to write (default: %(default)s; '' for none)")
@@ -177,12 +260,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "profile":
             return cmd_profile(args, extra)
+        if args.command == "train":
+            return cmd_train(args, extra)
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if args.command == "list":
             return cmd_list(args)
         return cmd_compare(args)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
         print(f"smallnets {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. piped into `head`

@@ -1,0 +1,261 @@
+"""Typed run configuration (model, data, train), loadable from JSON/TOML files and CLI flags.
+
+A run is described by three dataclasses, one per concern. Files hold the same three sections::
+
+    [model]
+    name = "mobilenet_v2"
+    width_mult = 0.5         # every other key of [model] is a knob of the model
+    cifar = true
+
+    [data]
+    path = "cifar10-train-jpg.tar.gz"
+
+    [train]
+    epochs = 30
+    optimizer = "sgd"
+
+Unknown keys and wrong types are refused with the key, the rule and the value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from smallnets._checks import check_choice, check_int, check_positive, check_range, suggest
+from smallnets.data import DataConfig
+
+OPTIMIZERS = ("sgd", "adamw", "rmsprop")
+SCHEDULES = ("cosine", "step", "exponential", "constant")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass
+class ModelConfig:
+    name: str = ""  # a zoo name, see `smallnets list`
+    knobs: dict[str, Any] = field(default_factory=dict)  # keyword arguments of create_model
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    optimizer: str = "sgd"  # sgd (Nesterov momentum) | adamw | rmsprop
+    lr: float | None = None  # peak learning rate; None: the optimizer's default scaled by global batch
+    momentum: float = 0.9  # sgd momentum, rmsprop momentum
+    nesterov: bool = True
+    weight_decay: float | None = None  # None: 5e-4 sgd, 0.05 adamw, 1e-5 rmsprop
+    decay_norm_and_bias: bool = False  # weight decay on BatchNorm and bias parameters too
+    decay_depthwise: bool = True  # False: no decay on depthwise kernels (MobileNetV1 Section 4)
+    betas: tuple[float, float] = (0.9, 0.999)  # adamw
+    rmsprop_alpha: float = 0.9  # rmsprop smoothing (EfficientNet: decay 0.9)
+    eps: float | None = None  # None: 1e-8 adamw, 1e-3 rmsprop (TensorFlow's convention)
+    schedule: str = "cosine"  # cosine | step | exponential | constant (after warm-up)
+    warmup_epochs: float = 0.0  # linear warm-up from warmup_factor * lr
+    warmup_factor: float = 0.1
+    min_lr: float = 0.0  # cosine floor
+    step_epochs: float = 30.0  # step schedule: multiply by gamma every step_epochs
+    gamma: float = 0.1  # step decay factor
+    decay_rate: float = 0.97  # exponential: lr *= decay_rate every decay_epochs (EfficientNet: 0.97 / 2.4)
+    decay_epochs: float = 2.4
+    label_smoothing: float = 0.0
+    mixup: float = 0.0  # Beta(alpha, alpha) mixing; 0 = off
+    cutmix: float = 0.0  # Beta(alpha, alpha) box mixing; 0 = off (both on: one of them per batch)
+    mix_prob: float = 1.0  # share of batches mixed when mixup or cutmix is on
+    ema: bool = False  # keep an exponential moving average of the weights, validate and save it
+    ema_decay: float = 0.999  # per optimizer step
+    grad_clip: float | None = None  # max global L2 norm of gradients
+    precision: str = "auto"  # auto (bf16 where the device runs it fast, else fp32) | fp32 | bf16 | fp16
+    channels_last: bool = True
+    compile: bool = False  # torch.compile the model
+    sync_bn: bool = False  # SyncBatchNorm across processes under torchrun
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int | None = None  # intra-op CPU threads; None: torch's default
+    max_minutes: float | None = None  # stop (and save) after this much training time
+    eval_every: int = 1  # validate every N epochs (and always after the last)
+    out: str = "runs"  # parent folder of run directories
+    name: str | None = None  # run directory name; None: MODEL-YYYYmmdd-HHMMSS
+    progress: bool = True  # progress bar on stderr
+
+
+def check_train_config(cfg: TrainConfig) -> None:
+    check_int("epochs", cfg.epochs, 1)
+    check_choice("optimizer", cfg.optimizer, OPTIMIZERS)
+    check_choice("schedule", cfg.schedule, SCHEDULES)
+    check_choice("precision", cfg.precision, PRECISIONS)
+    if cfg.lr is not None:
+        check_positive("lr", cfg.lr)
+    if cfg.weight_decay is not None:
+        check_range("weight_decay", cfg.weight_decay, 0.0, 1.0)
+    check_range("momentum", cfg.momentum, 0.0, 1.0, high_open=True)
+    check_range("label_smoothing", cfg.label_smoothing, 0.0, 1.0, high_open=True)
+    check_range("warmup_epochs", cfg.warmup_epochs, 0.0, float(cfg.epochs))
+    check_range("warmup_factor", cfg.warmup_factor, 0.0, 1.0)
+    check_range("min_lr", cfg.min_lr, 0.0, float("inf"))
+    check_positive("step_epochs", cfg.step_epochs)
+    check_range("gamma", cfg.gamma, 0.0, 1.0, low_open=True)
+    check_range("decay_rate", cfg.decay_rate, 0.0, 1.0, low_open=True)
+    check_positive("decay_epochs", cfg.decay_epochs)
+    check_range("mixup", cfg.mixup, 0.0, float("inf"))
+    check_range("cutmix", cfg.cutmix, 0.0, float("inf"))
+    check_range("mix_prob", cfg.mix_prob, 0.0, 1.0)
+    check_range("ema_decay", cfg.ema_decay, 0.0, 1.0, high_open=True)
+    if cfg.grad_clip is not None:
+        check_positive("grad_clip", cfg.grad_clip)
+    if cfg.max_minutes is not None:
+        check_positive("max_minutes", cfg.max_minutes)
+    if cfg.threads is not None:
+        check_int("threads", cfg.threads, 1)
+    check_int("eval_every", cfg.eval_every, 1)
+    check_int("seed", cfg.seed, 0)
+    if len(cfg.betas) != 2:
+        raise ValueError(f"betas must be two numbers, got {cfg.betas!r}")
+    for b in cfg.betas:
+        check_range("betas", b, 0.0, 1.0, high_open=True)
+    if cfg.eps is not None:
+        check_positive("eps", cfg.eps)
+    if not (cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda")):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {cfg.device!r}")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+
+    def to_dict(self) -> dict:
+        return {
+            "model": {"name": self.model.name, **self.model.knobs},
+            "data": dataclasses.asdict(self.data),
+            "train": dataclasses.asdict(self.train),
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict, *, where: str = "config") -> RunConfig:
+        if not isinstance(raw, dict):
+            raise ValueError(f"{where} must be a mapping with sections model, data, train; got {type(raw).__name__}")
+        # "resolved" is what a run directory's config.json adds for reading (lr, classes, ...):
+        # such a file can be passed back as a config to repeat the run.
+        unknown = set(raw) - {"model", "data", "train", "resolved"}
+        if unknown:
+            key = sorted(unknown)[0]
+            raise ValueError(f"unknown section {key!r} in {where}{suggest(key, ['model', 'data', 'train'])} (sections: model, data, train)")
+        model_raw = dict(raw.get("model") or {})
+        name = model_raw.pop("name", "")
+        if not isinstance(name, str):
+            raise ValueError(f"model.name must be a string, got {name!r}")
+        model = ModelConfig(name=name, knobs=model_raw)
+        train = build_dataclass(TrainConfig, dict(raw.get("train") or {}), where=f"{where} [train]")
+        data_raw = dict(raw.get("data") or {})
+        if not data_raw.get("path"):
+            raise ValueError(f"data path must be given in {where} (an image folder, a .tar/.tar.gz archive, 'cifar10' or 'cifar100'), got {data_raw.get('path')!r}")
+        data = build_dataclass(DataConfig, data_raw, where=f"{where} [data]")
+        return cls(model=model, data=data, train=train)
+
+
+def load_config_file(path: str | Path) -> dict:
+    """Read a JSON or TOML run configuration into a plain dict (sections model, data, train)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config file {str(p)!r} does not exist")
+    text = p.read_text(encoding="utf-8")
+    try:
+        if p.suffix == ".toml":
+            return tomllib.loads(text)
+        if p.suffix == ".json":
+            return json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"config file {str(p)!r} is not valid {p.suffix[1:].upper()}: {exc}") from None
+    raise ValueError(f"config file must end in .json or .toml, got {str(p)!r}")
+
+
+# --- typed construction -------------------------------------------------------------------------
+
+
+def field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def build_dataclass(cls, values: dict, *, where: str):
+    """``cls(**values)`` with unknown keys and wrong types refused; values are checked, not guessed."""
+    types_ = field_types(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in types_:
+            raise ValueError(f"unknown key {key!r} in {where}{suggest(key, types_)} (known: {', '.join(types_)})")
+        kwargs[key] = coerce(key, value, types_[key])
+    obj = cls(**kwargs)
+    if cls is TrainConfig:
+        check_train_config(obj)
+    return obj
+
+
+def coerce(name: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation ``tp``; strings from the command line are parsed."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in options:
+                return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return coerce(name, value, option)
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise ValueError(errors[0] if errors else f"{name} must not be None")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v for v in value.replace(",", " ").split() if v]
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ValueError(f"{name} must be {len(args)} values, got {value!r}")
+        return tuple(coerce(name, v, a) for v, a in zip(value, args))
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{name} must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ValueError(f"{name} must be a string, got {value!r}")
+    return value

@@ -1,0 +1,170 @@
+"""Optimizers, learning-rate schedules, weight EMA and mixup/cutmix for the trainer.
+
+Parameter groups follow common practice for small networks: no weight decay on BatchNorm
+parameters and biases, and optionally none on depthwise kernels (MobileNetV1 Section 4: "it was
+important to put very little or no weight decay (l2 regularization) on the depthwise filters
+since there are so few parameters in them").
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from smallnets.training.config import TrainConfig
+
+# Reference learning rates for a global batch of 256 (linear scaling rule, Goyal et al. 2017).
+BASE_LR = {"sgd": 0.1, "adamw": 1e-3, "rmsprop": 0.016}  # rmsprop: EfficientNet's 0.256 at batch 4096
+DEFAULT_WD = {"sgd": 5e-4, "adamw": 0.05, "rmsprop": 1e-5}
+DEFAULT_EPS = {"adamw": 1e-8, "rmsprop": 1e-3}
+
+
+def resolved_lr(cfg: TrainConfig, global_batch: int) -> float:
+    return cfg.lr if cfg.lr is not None else BASE_LR[cfg.optimizer] * global_batch / 256
+
+
+def param_groups(model: nn.Module, weight_decay: float, *, decay_norm_and_bias: bool = False, decay_depthwise: bool = True) -> list[dict]:
+    """Split parameters into decayed and not-decayed groups (names kept for inspection)."""
+    decay, no_decay = [], []
+    seen: set[int] = set()
+    for module_name, module in model.named_modules():
+        for pname, p in module.named_parameters(recurse=False):
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            is_norm = isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm))
+            is_bias = pname == "bias"
+            is_depthwise = isinstance(module, nn.Conv2d) and module.groups == module.in_channels and module.groups > 1 and pname == "weight"
+            skip = ((is_norm or is_bias) and not decay_norm_and_bias) or (is_depthwise and not decay_depthwise)
+            (no_decay if skip else decay).append((f"{module_name}.{pname}".lstrip("."), p))
+    groups = []
+    if decay:
+        groups.append({"params": [p for _, p in decay], "weight_decay": weight_decay, "names": [n for n, _ in decay]})
+    if no_decay:
+        groups.append({"params": [p for _, p in no_decay], "weight_decay": 0.0, "names": [n for n, _ in no_decay]})
+    return groups
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    wd = cfg.weight_decay if cfg.weight_decay is not None else DEFAULT_WD[cfg.optimizer]
+    groups = param_groups(model, wd, decay_norm_and_bias=cfg.decay_norm_and_bias, decay_depthwise=cfg.decay_depthwise)
+    for g in groups:
+        g.pop("names")
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+    if cfg.optimizer == "adamw":
+        eps = cfg.eps if cfg.eps is not None else DEFAULT_EPS["adamw"]
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), eps=eps)
+    eps = cfg.eps if cfg.eps is not None else DEFAULT_EPS["rmsprop"]
+    return torch.optim.RMSprop(groups, lr=lr, alpha=cfg.rmsprop_alpha, eps=eps, momentum=cfg.momentum)
+
+
+class Schedule:
+    """Learning-rate factor as a pure function of the optimizer step: warm-up, then the decay.
+
+    Being a function of the step alone (no hidden state), it resumes exactly from a step count.
+    """
+
+    def __init__(self, cfg: TrainConfig, steps_per_epoch: int):
+        self.cfg = cfg
+        self.steps_per_epoch = steps_per_epoch
+        self.total = cfg.epochs * steps_per_epoch
+        self.warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+
+    def factor(self, step: int, base_lr: float) -> float:
+        cfg = self.cfg
+        if step < self.warmup:
+            return cfg.warmup_factor + (1.0 - cfg.warmup_factor) * step / self.warmup
+        epoch = step / self.steps_per_epoch
+        if cfg.schedule == "cosine":
+            span = max(1, self.total - self.warmup)
+            progress = min(1.0, (step - self.warmup) / span)
+            floor = cfg.min_lr / base_lr
+            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        if cfg.schedule == "step":
+            return cfg.gamma ** math.floor(epoch / cfg.step_epochs)
+        if cfg.schedule == "exponential":
+            return cfg.decay_rate ** math.floor(epoch / cfg.decay_epochs)
+        return 1.0
+
+    def apply(self, optimizer: torch.optim.Optimizer, step: int, base_lr: float) -> float:
+        lr = base_lr * self.factor(step, base_lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+
+class ModelEMA:
+    """Exponential moving average of a model's parameters and buffers (Polyak averaging).
+
+    ``decay`` is per update; early on it is capped at (1 + n) / (10 + n) so the average is not
+    dominated by the random initialisation. Buffers (BatchNorm statistics) are copied, not averaged.
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.999):
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.decay = decay
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        ema_params = dict(self.module.named_parameters())
+        for name, p in model.named_parameters():
+            ema_params[name].lerp_(p.detach(), 1.0 - d)
+        ema_buffers = dict(self.module.named_buffers())
+        for name, b in model.named_buffers():
+            ema_buffers[name].copy_(b)
+
+    def state_dict(self) -> dict:
+        return {"updates": self.updates, "decay": self.decay, "weights": {k: v.detach().clone() for k, v in self.module.state_dict().items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updates = int(state["updates"])
+        self.module.load_state_dict(state["weights"])
+
+
+def mix_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int, cfg: TrainConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Mixup (Zhang et al. 2018) or CutMix (Yun et al. 2019) with seeded randomness.
+
+    Returns the (possibly mixed) images and soft targets, or ``None`` targets when this batch is
+    left unmixed. Label smoothing is applied to the soft targets by the loss.
+    """
+    use_mixup, use_cutmix = cfg.mixup > 0, cfg.cutmix > 0
+    if not (use_mixup or use_cutmix):
+        return x, None
+    draws = torch.rand(2, generator=generator).tolist()
+    if draws[0] >= cfg.mix_prob:
+        return x, None
+    cut = use_cutmix and (not use_mixup or draws[1] < 0.5)
+    alpha = cfg.cutmix if cut else cfg.mixup
+    lam = _beta(alpha, generator)
+    perm = torch.randperm(x.shape[0], generator=generator).to(x.device)
+    if cut:
+        h, w = x.shape[-2:]
+        ratio = math.sqrt(1.0 - lam)
+        ch, cw = int(h * ratio), int(w * ratio)
+        cy, cx = (torch.randint(0, h, (1,), generator=generator).item(), torch.randint(0, w, (1,), generator=generator).item())
+        y0, y1 = max(cy - ch // 2, 0), min(cy + ch // 2, h)
+        x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, w)
+        x = x.clone()
+        x[:, :, y0:y1, x0:x1] = x[perm][:, :, y0:y1, x0:x1]
+        lam = 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
+    else:
+        x = x * lam + x[perm] * (1.0 - lam)
+    one_hot = torch.nn.functional.one_hot(y, num_classes).to(x.dtype if x.is_floating_point() else torch.float32)
+    targets = one_hot * lam + one_hot[perm] * (1.0 - lam)
+    return x, targets
+
+
+def _beta(alpha: float, generator: torch.Generator) -> float:
+    """A Beta(alpha, alpha) draw from the seeded generator (torch's Beta sampler takes no generator)."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+    return float(np.random.default_rng(seed).beta(alpha, alpha))

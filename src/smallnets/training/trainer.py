@@ -1,0 +1,602 @@
+"""The training engine: one process or many (torchrun + DistributedDataParallel).
+
+A run directory holds everything about a run, each file written atomically:
+
+    config.json          the resolved configuration (what was asked, after defaults)
+    run.json             status (running / finished / interrupted / diverged / time budget), environment
+    split.json           the validation split (seed, fraction, per-class counts, val files)
+    metrics.jsonl/.csv   one record per epoch
+    curves.png           learning curves
+    last.safetensors     deployable weights (the EMA weights when EMA is on) + last.json sidecar
+    best.safetensors     the weights of the best validation top-1 so far + best.json
+    state.safetensors    trainer state: raw weights, optimizer, EMA, grad scaler, RNG of every
+                         rank and the position (epoch, batch); no pickle anywhere
+
+``--resume RUN`` reloads state.safetensors and continues at the saved batch: the batches of an
+epoch are a pure function of (seed, epoch) and every random state is restored, so a resumed run
+ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import smallnets
+from smallnets._io import atomic_write_text
+from smallnets.checkpoint import load_state, save_state, save_weights
+from smallnets.data import DataConfig, build_data
+from smallnets.evaluation import EvalResult, autocast_context, evaluate
+from smallnets.registry import create_model, model_info
+from smallnets.training import distributed as distr
+from smallnets.training.config import ModelConfig, RunConfig, TrainConfig, build_dataclass, check_train_config, field_types
+from smallnets.training.optim import ModelEMA, Schedule, build_optimizer, mix_batch, resolved_lr
+from smallnets.training.progress import Progress, format_duration
+
+METRIC_COLUMNS = (
+    "epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_top1", "val_top5",
+    "images_per_s", "epoch_s", "elapsed_s",
+)  # fmt: skip
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint was kept."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    status: str  # finished | interrupted | time budget
+    epochs_done: int
+    best_top1: float | None
+    last: dict[str, Any] | None  # the last epoch's metrics record
+
+
+def cpu_has_fast_bf16() -> bool:
+    """AVX512-BF16 or AMX: oneDNN runs bf16 convolutions faster than fp32 there."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision != "auto":
+        if precision == "fp16" and device.type == "cpu":
+            raise ValueError("precision must be fp32 or bf16 on CPU (fp16 needs a GPU), got 'fp16'")
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_fast_bf16() else "fp32"
+
+
+AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+class Trainer:
+    """Train a zoo model on a data set; ``Trainer(config).fit()`` or ``Trainer.resume(run).fit()``."""
+
+    def __init__(self, config: RunConfig, *, run_dir: str | Path | None = None, _resume_state: dict | None = None):
+        self.config = config
+        cfg = config.train
+        check_train_config(cfg)
+        if not config.model.name:
+            raise ValueError("model name must be given (e.g. 'mobilenet_v2'), got ''")
+        model_info(config.model.name)  # unknown names fail here, before any data is read
+        if not config.data.path:
+            raise ValueError("data must be given: a folder, a .tar/.tar.gz archive, 'cifar10' or 'cifar100'; got ''")
+        self.dist, self.device = distr.init_distributed(cfg.device)
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
+        if cfg.sync_bn and self.device.type != "cuda":
+            raise ValueError(f"sync_bn needs CUDA devices (torch's SyncBatchNorm runs on GPUs only), got device {str(self.device)!r}")
+        self.precision = resolve_precision(cfg.precision, self.device)
+        self.amp_dtype = AMP_DTYPES[self.precision]
+        self._seed_everything(cfg.seed + self.dist.rank)
+
+        # the trainer decides the memory format of batches and model alike
+        data_cfg = dataclasses.replace(config.data, channels_last=cfg.channels_last)
+        self.data = build_data(data_cfg, seed=cfg.seed, device=self.device, rank=self.dist.rank,
+                               world_size=self.dist.world_size, progress=cfg.progress and self.dist.is_main)  # fmt: skip
+        self.classes = list(self.data.classes)
+        self.num_classes = len(self.classes)
+        knobs = dict(config.model.knobs)
+        self.model = create_model(config.model.name, num_classes=self.num_classes, **knobs)
+        self.model_config = self.model.smallnets_config
+        self.model.to(self.device)
+        if cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if cfg.sync_bn and self.dist.enabled:
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.steps_per_epoch = len(self.data.train)
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"batch_size must be at most the training images per process ({self.data.num_train} images, "
+                f"{self.dist.world_size} process(es)), got {config.data.batch_size}"
+            )
+        self.global_batch = config.data.batch_size * self.dist.world_size
+        self.base_lr = resolved_lr(cfg, self.global_batch)
+        self.optimizer = build_optimizer(self.model, cfg, self.base_lr)
+        self.schedule = Schedule(cfg, self.steps_per_epoch)
+        self.ema = ModelEMA(self.model, cfg.ema_decay) if cfg.ema else None
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
+        self.ddp: nn.Module = self.model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.forward_model = torch.compile(self.ddp) if cfg.compile else self.ddp
+
+        # position and history
+        self.epoch = 0
+        self.batch = 0  # next batch within self.epoch
+        self.global_step = 0
+        self.best_top1: float | None = None
+        self.history: list[dict] = []
+        self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "labelled": 0, "time": 0.0}
+        self.train_time = 0.0  # seconds spent training (excludes evaluation and saving)
+        self._stop: str | None = None
+
+        if _resume_state is not None:
+            self.run_dir = Path(run_dir)
+            self._load_state(_resume_state)
+        else:
+            self.run_dir = self._make_run_dir(run_dir)
+
+    # --- construction helpers -----------------------------------------------------------------
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, **overrides: Any) -> Trainer:
+        """Continue the run in ``run_dir`` from its state.safetensors.
+
+        ``overrides`` may change settings that do not alter the results (progress, threads,
+        max_minutes, epochs to extend a finished run); anything else is refused.
+        """
+        run_dir = Path(run_dir)
+        state_path = run_dir / "state.safetensors"
+        if not state_path.is_file():
+            raise FileNotFoundError(f"resume must name a run directory with state.safetensors, got {str(run_dir)!r} (no {state_path.name})")
+        raw = json.loads((run_dir / "config.json").read_text())
+        allowed = {"progress", "threads", "max_minutes", "epochs", "device", "out", "name"}
+        for key in overrides:
+            if key not in allowed:
+                raise ValueError(f"resume overrides must be among {', '.join(sorted(allowed))} (others would change the results), got {key!r}")
+        raw["train"].update(overrides)
+        config = RunConfig.from_dict(raw, where=str(run_dir / "config.json"))
+        state = load_state(state_path)
+        return cls(config, run_dir=run_dir, _resume_state=state)
+
+    def _seed_everything(self, seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+
+    def _make_run_dir(self, run_dir) -> Path:
+        cfg = self.config.train
+        if run_dir is None:
+            name = cfg.name or f"{self.config.model.name}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
+            run_dir = Path(cfg.out) / name
+            if self.dist.is_main and cfg.name is None:
+                base, i = run_dir, 1
+                while run_dir.exists():
+                    run_dir = base.with_name(f"{base.name}-{i}")
+                    i += 1
+        run_dir = Path(distr.broadcast_object(str(run_dir), self.dist))
+        if self.dist.is_main:
+            if (run_dir / "state.safetensors").exists():
+                raise FileExistsError(f"run directory {str(run_dir)!r} already holds a run; use --resume {run_dir} or another --name")
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / "config.json", json.dumps(self.resolved_config(), indent=2))
+            split = dict(self.data.split)
+            atomic_write_text(run_dir / "split.json", json.dumps(split, indent=2))
+        shards = distr.gather_objects(self._shard_record(), self.dist)
+        if self.dist.is_main:
+            atomic_write_text(run_dir / "shards.json", json.dumps({"epoch": 0, "ranks": shards}))
+            self.run_dir = run_dir
+            self._write_run_json("running")
+        distr.barrier(self.dist)
+        return run_dir
+
+    def _shard_record(self) -> dict:
+        """Which training images this process sees in the first epoch (lists kept up to 100k images)."""
+        indices = [int(i) for i in self.data.train.epoch_indices(0)]
+        digest = hashlib.sha256(json.dumps(indices).encode()).hexdigest()
+        record = {"rank": self.dist.rank, "count": len(indices), "sha256": digest}
+        if self.data.num_train <= 100_000:
+            record["indices"] = indices
+        return record
+
+    def weights_digest(self) -> str:
+        """sha256 of this process's parameters: equal on every rank when DDP kept replicas in step.
+
+        (BatchNorm running statistics are per-process: DDP re-broadcasts rank 0's at each forward.)
+        """
+        h = hashlib.sha256()
+        for key, value in sorted(self.model.named_parameters()):
+            h.update(key.encode())
+            h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
+
+    def resolved_config(self) -> dict:
+        out = self.config.to_dict()
+        out["model"] = {"name": self.config.model.name, **self.model_config["knobs"]}
+        out["resolved"] = {
+            "lr": self.base_lr,
+            "global_batch": self.global_batch,
+            "precision": self.precision,
+            "device": str(self.device),
+            "world_size": self.dist.world_size,
+            "num_classes": self.num_classes,
+            "classes": self.classes,
+            "steps_per_epoch": self.steps_per_epoch,
+            "pipeline": self.data.pipeline,
+            "num_train": self.data.num_train,
+            "num_val": self.data.num_val,
+        }
+        return out
+
+    def _write_run_json(self, status: str, message: str | None = None) -> None:
+        if not self.dist.is_main:
+            return
+        info = {
+            "status": status,
+            "message": message,
+            "model": self.config.model.name,
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "global_step": self.global_step,
+            "best_top1": self.best_top1,
+            "train_time_s": round(self.train_time, 3),
+            "updated": _dt.datetime.now().isoformat(timespec="seconds"),
+            "environment": {
+                "smallnets": smallnets.__version__,
+                "torch": torch.__version__,
+                "python": sys.version.split()[0],
+                "device": str(self.device),
+                "threads": torch.get_num_threads(),
+                "world_size": self.dist.world_size,
+                "precision": self.precision,
+            },
+            "skipped_files": self.data.skipped,
+        }
+        atomic_write_text(self.run_dir / "run.json", json.dumps(info, indent=2))
+
+    # --- state ----------------------------------------------------------------------------------
+
+    def _state(self) -> dict:
+        rng = distr.gather_objects(_rng_state(self.device), self.dist)
+        state = {
+            "format": "smallnets.trainer-state",
+            "format_version": 1,
+            "position": {"epoch": self.epoch, "batch": self.batch, "global_step": self.global_step},
+            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None,
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "rng": rng,
+            "best_top1": self.best_top1,
+            "history": self.history,
+            "partial": dict(self.partial),
+            "train_time": self.train_time,
+            "world_size": self.dist.world_size,
+        }
+        return state
+
+    def _load_state(self, state: dict) -> None:
+        if state.get("format") != "smallnets.trainer-state":
+            raise ValueError(f"resume state must be a smallnets trainer state, got format {state.get('format')!r}")
+        if state["world_size"] != self.dist.world_size:
+            raise ValueError(
+                f"resume must use the same number of processes as the run (world_size {state['world_size']}), got {self.dist.world_size}"
+            )
+        pos = state["position"]
+        self.epoch, self.batch, self.global_step = int(pos["epoch"]), int(pos["batch"]), int(pos["global_step"])
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"][self.dist.rank], self.device)
+        self.best_top1 = state["best_top1"]
+        self.history = list(state["history"])
+        self.partial = dict(state["partial"])
+        self.train_time = float(state["train_time"])
+
+    def _save(self, *, best: bool = False) -> None:
+        """Trainer state first, then the deployable weights: a crash between them loses nothing."""
+        state = self._state()  # every rank takes part (RNG gather)
+        if not self.dist.is_main:
+            return
+        save_state(self.run_dir / "state.safetensors", state)
+        deploy = self.ema.module if self.ema else self.model
+        extra = {"epoch": self.epoch, "batch": self.batch, "global_step": self.global_step, "run": str(self.run_dir),
+                 "metrics": self.history[-1] if self.history else None, "ema": self.ema is not None}  # fmt: skip
+        save_weights(deploy, self.run_dir / "last.safetensors", classes=self.classes,
+                     preprocessing=self.data.preprocessing, extra=extra)  # fmt: skip
+        if best:
+            save_weights(deploy, self.run_dir / "best.safetensors", classes=self.classes,
+                         preprocessing=self.data.preprocessing, extra=extra)  # fmt: skip
+
+    def _write_metrics(self) -> None:
+        if not self.dist.is_main:
+            return
+        lines = "".join(json.dumps(r) + "\n" for r in self.history)
+        atomic_write_text(self.run_dir / "metrics.jsonl", lines)
+        rows = [",".join(METRIC_COLUMNS)]
+        for r in self.history:
+            rows.append(",".join("" if r.get(c) is None else f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]) for c in METRIC_COLUMNS))
+        atomic_write_text(self.run_dir / "metrics.csv", "\n".join(rows) + "\n")
+        try:
+            from smallnets.plots import plot_learning_curves
+
+            plot_learning_curves(self.history, self.run_dir / "curves.png", title=f"{self.config.model.name} ({self.run_dir.name})")
+        except Exception as exc:  # a plotting problem must never end a training run
+            print(f"warning: could not draw curves.png: {exc}", file=sys.stderr)
+
+    # --- the loop --------------------------------------------------------------------------------
+
+    def _request_stop(self, signum, frame) -> None:
+        if self._stop is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop without saving
+        self._stop = signal.Signals(signum).name
+        if self.dist.is_main:
+            print(f"\n{self._stop} received: saving a checkpoint after this step (Ctrl-C again to abort)", file=sys.stderr, flush=True)
+
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor, soft: torch.Tensor | None) -> torch.Tensor:
+        ls = self.config.train.label_smoothing
+        if soft is None:
+            return nn.functional.cross_entropy(logits, y, label_smoothing=ls)
+        soft = soft * (1.0 - ls) + ls / self.num_classes
+        return torch.sum(-soft * nn.functional.log_softmax(logits, dim=1), dim=1).mean()
+
+    def _mix_generator(self) -> torch.Generator:
+        g = torch.Generator()
+        seed = self.config.train.seed
+        for part in (self.dist.rank, self.epoch, self.batch):  # a pure function of the position
+            seed = (seed * 1_000_003 + part) % 2**63
+        g.manual_seed(seed)
+        return g
+
+    def fit(self, max_steps: int | None = None) -> TrainResult:
+        """Train until the configured epochs are done (or ``max_steps`` more optimizer steps, a
+        signal, or the time budget), saving as it goes. Returns where the run stands."""
+        cfg = self.config.train
+        old_handlers = {}
+        if threading_main():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                old_handlers[sig] = signal.signal(sig, self._request_stop)
+        steps_left = max_steps
+        status = "finished"
+        try:
+            self._write_run_json("running")
+            if self.dist.is_main and cfg.progress:
+                print(
+                    f"training {self.config.model.name} on {self.data.num_train} images ({self.num_classes} classes, "
+                    f"{self.data.pipeline} pipeline), validating on {self.data.num_val}; {self.steps_per_epoch} steps/epoch, "
+                    f"batch {self.global_batch}, lr {self.base_lr:.4g}, {self.precision}, {self.device}, "
+                    f"{self.dist.world_size} process(es); run: {self.run_dir}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            while self.epoch < cfg.epochs:
+                outcome = self._train_epoch(steps_left)
+                if outcome["steps"] is not None and steps_left is not None:
+                    steps_left -= outcome["steps"]
+                if outcome["stopped"]:
+                    status = outcome["stopped"]
+                    self._save()
+                    self._write_run_json(status, outcome.get("message"))
+                    if self.dist.is_main and cfg.progress:
+                        print(f"{status}: saved at epoch {self.epoch} batch {self.batch}; continue with: smallnets train --resume {self.run_dir}",
+                              file=sys.stderr, flush=True)  # fmt: skip
+                    break
+                self._end_epoch()
+            else:
+                self._write_run_json("finished")
+            digests = distr.gather_objects(self.weights_digest(), self.dist)
+            self.replica_digests = digests
+            if self.dist.enabled and self.dist.is_main:
+                info = json.loads((self.run_dir / "run.json").read_text())
+                info["replica_weights_sha256"] = digests
+                info["replicas_identical"] = len(set(digests)) == 1
+                atomic_write_text(self.run_dir / "run.json", json.dumps(info, indent=2))
+        except TrainingDiverged as exc:
+            self._write_run_json("diverged", str(exc))
+            raise
+        finally:
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+        return TrainResult(self.run_dir, status, len(self.history), self.best_top1, self.history[-1] if self.history else None)
+
+    def _train_epoch(self, max_steps: int | None) -> dict:
+        cfg = self.config.train
+        self.ddp.train()
+        total = self.steps_per_epoch
+        prog = Progress(total, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", enabled=cfg.progress and self.dist.is_main)
+        prog.count = self.batch
+        done = 0
+        t_start = time.perf_counter()
+        t_last = t_start
+        partial = self.partial
+        for x, y in self.data.train.epoch_batches(self.epoch, start=self.batch):
+            lr = self.schedule.apply(self.optimizer, self.global_step, self.base_lr)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            x, soft = mix_batch(x, y, self.num_classes, cfg, self._mix_generator())
+            with autocast_context(self.device, self.amp_dtype):
+                logits = self.forward_model(x)
+                loss = self._loss(logits.float(), y, soft)
+            # one collective per step: the loss (finite check, logging) and any stop request
+            stop_flag = 1.0 if self._stop else 0.0
+            if self.dist.is_main and cfg.max_minutes is not None and self.train_time + (time.perf_counter() - t_start) >= cfg.max_minutes * 60:
+                stop_flag = 2.0
+            packed = distr.all_reduce_sum(torch.stack([loss.detach().double(), torch.tensor(stop_flag, dtype=torch.float64, device=loss.device)]), self.dist)
+            loss_value = float(packed[0]) / self.dist.world_size
+            if not math.isfinite(loss_value):
+                self.train_time += time.perf_counter() - t_start
+                prog.close()
+                raise TrainingDiverged(
+                    f"loss became {loss_value} at epoch {self.epoch + 1}, batch {self.batch} (lr {lr:.4g}); stopped. "
+                    f"The last good checkpoint in {self.run_dir} is kept. Try a lower --lr, --grad-clip 1.0, or --precision fp32."
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                if cfg.grad_clip is not None:
+                    self.scaler.unscale_(self.optimizer)
+                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                if cfg.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
+            n = y.shape[0]
+            partial["loss_sum"] += loss_value * n
+            partial["seen"] += n
+            if soft is None:
+                partial["correct"] += int((logits.detach().argmax(1) == y).sum())
+                partial["labelled"] += n
+            self.batch += 1
+            self.global_step += 1
+            done += 1
+            now = time.perf_counter()
+            partial["time"] += now - t_last
+            t_last = now
+            prog.update(1, n * self.dist.world_size, loss=partial["loss_sum"] / max(1, partial["seen"]), lr=lr)
+            if packed[1] >= 2.0:
+                self.train_time += now - t_start
+                prog.close()
+                return {"stopped": "time budget", "steps": done, "message": f"max_minutes={cfg.max_minutes} reached"}
+            if packed[1] >= 1.0:
+                self.train_time += now - t_start
+                prog.close()
+                return {"stopped": "interrupted", "steps": done, "message": f"{self._stop or 'signal'} received"}
+            if max_steps is not None and done >= max_steps:
+                self.train_time += now - t_start
+                prog.close()
+                return {"stopped": "paused", "steps": done, "message": f"max_steps={max_steps} reached"}
+        self.train_time += time.perf_counter() - t_start
+        prog.close()
+        return {"stopped": None, "steps": done}
+
+    def _end_epoch(self) -> None:
+        cfg = self.config.train
+        partial = self.partial
+        record: dict[str, Any] = {
+            "epoch": self.epoch + 1,
+            "step": self.global_step,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_loss": partial["loss_sum"] / max(1, partial["seen"]),
+            "train_acc": 100.0 * partial["correct"] / partial["labelled"] if partial["labelled"] else None,
+            "images_per_s": partial["seen"] * self.dist.world_size / partial["time"] if partial["time"] > 0 else None,
+            "epoch_s": partial["time"],
+            "elapsed_s": self.train_time,
+        }
+        last_epoch = self.epoch + 1 == cfg.epochs
+        is_best = False
+        if (self.epoch + 1) % cfg.eval_every == 0 or last_epoch:
+            result = self.validate()
+            record.update(val_loss=result.loss, val_top1=result.top1, val_top5=result.top5)
+            if self.best_top1 is None or result.top1 > self.best_top1:
+                self.best_top1 = result.top1
+                is_best = True
+        self.history.append(record)
+        self.epoch += 1
+        self.batch = 0
+        self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "labelled": 0, "time": 0.0}
+        if self.dist.is_main and cfg.progress:
+            val = f", val top-1 {record['val_top1']:.2f}% top-5 {record['val_top5']:.2f}%" if "val_top1" in record else ""
+            ips = record["images_per_s"]
+            print(
+                f"epoch {record['epoch']}/{cfg.epochs}: train loss {record['train_loss']:.4f}{val}, "
+                f"{ips:.0f} img/s, {format_duration(self.train_time)} elapsed" if ips else f"epoch {record['epoch']} done",
+                file=sys.stderr,
+                flush=True,
+            )
+        self._save(best=is_best)
+        self._write_metrics()
+        self._write_run_json("running")
+
+    def validate(self) -> EvalResult:
+        model = self.ema.module if self.ema else self.model
+        return evaluate(model, self.data.val, self.num_classes, classes=self.classes, device=self.device,
+                        amp_dtype=self.amp_dtype, channels_last=self.config.train.channels_last, dist_info=self.dist)  # fmt: skip
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def split_options(options: dict[str, Any]) -> tuple[dict, dict, dict]:
+    """Sort flat keyword options into (data, train, model knobs) by the dataclasses' field names."""
+    data_fields, train_fields = field_types(DataConfig), field_types(TrainConfig)
+    data, train, knobs = {}, {}, {}
+    for key, value in options.items():
+        if key in train_fields and key in data_fields:
+            train[key] = value  # e.g. channels_last: the trainer sets it for model and batches alike
+        elif key in data_fields:
+            data[key] = value
+        elif key in train_fields:
+            train[key] = value
+        else:
+            knobs[key] = value
+    return data, train, knobs
+
+
+def train(model: str, data: str | os.PathLike, *, config: str | os.PathLike | dict | None = None, **options: Any) -> TrainResult:
+    """Train a zoo model: ``smallnets.train('mobilenet_v2', 'images/', epochs=10, width_mult=0.5, cifar=True)``.
+
+    Keyword options are fields of :class:`DataConfig` and :class:`TrainConfig`; any other keyword
+    is a knob of the model. ``config`` (a JSON/TOML file or a dict with model/data/train sections)
+    gives the starting values, which the keywords override.
+    """
+    from smallnets.training.config import load_config_file
+
+    raw = {} if config is None else (dict(config) if isinstance(config, dict) else load_config_file(config))
+    raw = {k: dict(v) for k, v in raw.items()} if raw else {}
+    data_opts, train_opts, knobs = split_options(options)
+    raw.setdefault("model", {}).update({"name": model, **knobs})
+    raw.setdefault("data", {}).update({"path": os.fspath(data), **data_opts})
+    raw.setdefault("train", {}).update(train_opts)
+    run_config = RunConfig.from_dict(raw)
+    return Trainer(run_config).fit()
+
+
+__all__ = ["ModelConfig", "RunConfig", "TrainConfig", "Trainer", "TrainResult", "TrainingDiverged", "build_dataclass", "train"]
