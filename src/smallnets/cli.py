@@ -93,7 +93,7 @@ def cmd_train(args, extra) -> int:
     if trainer.dist.is_main:
         best = f", best val top-1 {result.best_top1:.2f}%" if result.best_top1 is not None else ""
         print(f"{result.status}: {result.epochs_done} epoch(s){best}; run directory {result.run_dir}")
-    from smallnets.training.distributed import shutdown
+    from smallnets.distributed import shutdown
 
     shutdown()
     return {"finished": 0, "time budget": 0, "interrupted": 130}.get(result.status, 0)
@@ -198,6 +198,96 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def _default_confusion_png(target: str, weights: str) -> str:
+    """RUN/confusion.png for a run directory, else beside the weights: NAME-confusion.png."""
+    from pathlib import Path
+
+    given = Path(target)
+    if given.is_dir():
+        return str(given / "confusion.png")
+    w = Path(weights)
+    return str(w.with_name(f"{w.stem}-confusion.png"))
+
+
+def _per_class_table(result, limit: int = 25) -> list[str]:
+    """Per-class accuracy, worst first (classes without images last)."""
+    acc, support = result.per_class, result.support
+    order = sorted(acc, key=lambda c: (acc[c] is None, acc[c] if acc[c] is not None else 0.0, c))
+    shown = order if len(order) <= limit else order[:20]
+    width = max(5, *(len(c) for c in shown))
+    lines = [f"  {'class':<{width}}  {'top-1':>6}  {'images':>6}"]
+    for c in shown:
+        a = f"{acc[c]:.1f}%" if acc[c] is not None else "-"
+        lines.append(f"  {c:<{width}}  {a:>6}  {support[c]:>6}")
+    if len(shown) < len(order):
+        lines.append(f"  ... {len(order) - len(shown)} more classes (--json lists every class)")
+    return lines
+
+
+def cmd_eval(args) -> int:
+    import warnings
+
+    from smallnets.evaluation import evaluate_weights
+    from smallnets.plots import plot_confusion
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = evaluate_weights(args.weights, args.data, split=args.split, batch_size=args.batch_size, device=args.device,
+                                  precision=args.precision, workers=args.workers, progress=not args.json and sys.stderr.isatty())  # fmt: skip
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    d = result.details
+    png = args.confusion if args.confusion is not None else _default_confusion_png(args.weights, d["weights"])
+    if png:
+        where = "validation split" if d["split"] == "val" else "all images"
+        epoch = f", epoch {d['epoch']}" if d.get("epoch") is not None else ""
+        plot_confusion(result.confusion, result.classes, png, title=f"{d['model']}{epoch} on {d['data']} ({where})")
+    if args.json:
+        print(json.dumps({**result.to_dict(), "confusion_png": png or None}, indent=2))
+        return 0
+    epoch = f", epoch {d['epoch']}" if d.get("epoch") is not None else ""
+    same = {True: "; the same files as the run's split.json", False: "; NOT the files of the run's split.json"}.get(d.get("split_matches_run"), "")
+    print(f"weights    {d['weights']} ({d['model']}{epoch})")
+    print(f"data       {d['evaluated']}{same}")
+    print(f"precision  {d['precision']} on {d['device']}")
+    print()
+    print(f"top-1   {result.top1:6.2f}%")
+    print(f"top-5   {result.top5:6.2f}%" + ("" if len(result.classes) >= 5 else f"  (k = {len(result.classes)}: the model has {len(result.classes)} classes)"))
+    print(f"loss    {result.loss:.4f}")
+    print(f"images  {result.count}")
+    print()
+    print("per-class accuracy, worst first:")
+    print("\n".join(_per_class_table(result)))
+    for note in d["notes"]:
+        print(f"note: {note}")
+    if png:
+        print(f"confusion matrix: {png}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from smallnets.image_sets import find_images
+    from smallnets.prediction import iter_predictions
+
+    paths = find_images(args.images)
+    width = min(max(len(p) for p in paths), 60)
+    failed, out = 0, []
+    for pred in iter_predictions(args.weights, paths, top_k=args.top_k, batch_size=args.batch_size, device=args.device, workers=args.workers):
+        if not pred.ok:
+            failed += 1
+            print(f"smallnets predict: skipped {pred.path}: {pred.error}", file=sys.stderr, flush=True)
+        elif args.json:
+            out.append(pred.to_dict())
+        else:
+            scores = ", ".join(f"{s.label} {100 * s.probability:.1f}%" for s in pred.predictions)
+            print(f"{pred.path + ':':<{width + 1}}  {scores}", flush=True)
+    if args.json:
+        print(json.dumps(out, indent=2))
+    if failed:
+        print(f"smallnets predict: {failed} of {len(paths)} file(s) could not be read", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smallnets", description="Efficient CNNs exact to their papers: pick, profile, compare.")
     from smallnets import __version__
@@ -251,6 +341,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-latency", action="store_true")
     p.add_argument("--max-seconds", type=float, default=2.0, help="timing budget per model (default: %(default)s)")
     p.add_argument("--threads", type=int)
+    p = sub.add_parser(
+        "eval",
+        help="evaluate trained weights: top-1/top-5, loss, per-class accuracy, confusion matrix",
+        description=(
+            "RUN_OR_WEIGHTS is a run directory (best.safetensors, else last) or a .safetensors file with its "
+            "JSON sidecar. --split val rebuilds the run's validation split exactly as training did (the default "
+            "on the run's own data); --split all evaluates every image of a class-folder tree or archive "
+            "(ROOT/<class>/..., ROOT/test/<class>/... or ROOT/val/<class>/...) with the model's eval preprocessing "
+            "(the default for other data and for weights outside a run)."
+        ),
+    )
+    p.add_argument("weights", metavar="RUN_OR_WEIGHTS")
+    p.add_argument("--data", help="image folder, .tar/.tar.gz archive, cifar10 or cifar100 (default: the run's data)")
+    p.add_argument("--split", choices=("val", "all"), help="val: the run's validation split; all: every image of --data")
+    p.add_argument("--batch-size", type=int, help="images per batch (default: the run's evaluation batch, else 64)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="default: the run's (fp32 for lone weights)")
+    p.add_argument("--workers", type=int, help="decoding processes (default: up to 4 for large sets)")
+    p.add_argument("--confusion", metavar="PNG", help="confusion-matrix PNG (default: RUN/confusion.png, or NAME-confusion.png beside the weights; '' for none)")
+    p.add_argument("--json", action="store_true", help="print the full result as JSON (nothing else on stdout)")
+
+    p = sub.add_parser(
+        "predict",
+        help="top-k classes of image files with a trained model",
+        description="Directories are walked recursively for image files (sorted). Unreadable files are reported on stderr and skipped (exit code 1).",
+    )
+    p.add_argument("weights", metavar="RUN_OR_WEIGHTS")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("--top-k", type=int, default=5, help="classes per image (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    p.add_argument("--workers", type=int, help="decoding processes (default: up to 4 for large sets)")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {path, predictions: [{label, index, probability}]}")
     return parser
 
 
@@ -266,6 +389,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if args.command == "list":
             return cmd_list(args)
+        if args.command == "eval":
+            return cmd_eval(args)
+        if args.command == "predict":
+            return cmd_predict(args)
         return cmd_compare(args)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
         print(f"smallnets {args.command}: error: {exc}", file=sys.stderr)

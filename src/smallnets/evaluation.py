@@ -1,15 +1,21 @@
-"""Classification metrics over a data loader: loss, top-1 / top-5, per-class accuracy, confusion."""
+"""Classification metrics over a data loader (loss, top-1 / top-5, per-class accuracy, confusion), and
+``evaluate_weights``: saved weights on their run's validation split or on every image of a test set."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+import dataclasses
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-from smallnets.training.distributed import DistInfo, all_reduce_sum
+from smallnets.distributed import DistInfo, all_reduce_sum
 
 
 @dataclass
@@ -20,14 +26,21 @@ class EvalResult:
     count: int  # images evaluated
     confusion: torch.Tensor = field(repr=False)  # [true, predicted] counts, int64
     classes: list[str] = field(default_factory=list, repr=False)
+    details: dict[str, Any] = field(default_factory=dict, repr=False)  # provenance from evaluate_weights: weights, data, split, notes
 
     @property
-    def per_class(self) -> dict[str, float]:
-        """Accuracy (percent) of each class: the diagonal over the row sums."""
-        rows = self.confusion.sum(1).clamp_min(1)
-        acc = (self.confusion.diag().double() / rows.double() * 100).tolist()
+    def support(self) -> dict[str, int]:
+        """Images of each true class: the confusion matrix's row sums."""
+        names = self.classes or [str(i) for i in range(len(self.confusion))]
+        return dict(zip(names, self.confusion.sum(1).tolist()))
+
+    @property
+    def per_class(self) -> dict[str, float | None]:
+        """Accuracy (percent) of each class: the diagonal over the row sums; None for a class without images."""
+        rows = self.confusion.sum(1)
+        acc = (self.confusion.diag().double() / rows.clamp_min(1).double() * 100).tolist()
         names = self.classes or [str(i) for i in range(len(acc))]
-        return dict(zip(names, acc))
+        return {c: (a if n else None) for c, a, n in zip(names, acc, rows.tolist())}
 
     def to_dict(self) -> dict:
         return {
@@ -36,8 +49,10 @@ class EvalResult:
             "top5": self.top5,
             "count": self.count,
             "per_class": self.per_class,
+            "support": self.support,
             "classes": list(self.classes),
             "confusion": self.confusion.tolist(),
+            **self.details,
         }
 
 
@@ -97,3 +112,277 @@ def evaluate(
         confusion=confusion,
         classes=list(classes),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Saved weights on a data set
+# ---------------------------------------------------------------------------------------------
+
+SPLITS = ("val", "all")
+_AMP = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class _Run:
+    """What a run directory records about how its model was trained and validated."""
+
+    dir: Path
+    config: Any  # RunConfig
+    resolved: dict
+    split: dict | None  # split.json, when present
+
+
+def _find_run(file: Path, given: Path) -> _Run | None:
+    """The run that ``file`` belongs to: ``given`` when it is a run directory, else the weights' own folder
+    when it holds a trainer's config.json."""
+    from smallnets.training.config import RunConfig
+
+    run_dir = given if given.is_dir() else file.parent
+    path = run_dir / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        if not given.is_dir():
+            return None  # some other tool's config.json beside a weights file
+        raise ValueError(f"run config {str(path)!r} is not valid JSON: {err}") from None
+    if not given.is_dir() and not (isinstance(raw, dict) and "resolved" in raw and "data" in raw):
+        return None
+    config = RunConfig.from_dict(raw, where=str(path))
+    split_path = run_dir / "split.json"
+    split = json.loads(split_path.read_text(encoding="utf-8")) if split_path.is_file() else None
+    return _Run(run_dir, config, dict(raw.get("resolved") or {}), split)
+
+
+def _is_cifar(data: str) -> bool:
+    from smallnets.data.cifar import CIFAR
+
+    return data in CIFAR
+
+
+def _same_data(run: _Run, data: str) -> bool:
+    """Whether ``data`` names the source the run was trained on (the same folder, archive or CIFAR name)."""
+    recorded = os.fspath(run.config.data.path)
+    if _is_cifar(recorded) or _is_cifar(data):
+        return data == recorded
+    here = Path(data).expanduser().resolve()
+    source = ((run.split or {}).get("source") or {}).get("path")
+    # split.json holds the resolved path; config.json the path as typed (relative to where training ran)
+    return here == Path(source) if source else here == Path(recorded).expanduser().resolve()
+
+
+def _same_preprocessing(a: dict | None, b: dict | None) -> bool:
+    if not a or not b:
+        return False
+    for key in ("resize", "crop"):
+        if a.get(key) != b.get(key):
+            return False
+    return all(len(a[k]) == len(b[k]) and all(abs(float(x) - float(y)) <= 1e-9 for x, y in zip(a[k], b[k])) for k in ("mean", "std"))
+
+
+def class_mapping(data_classes: Sequence[str], model_classes: Sequence[str], where: str) -> torch.Tensor | None:
+    """Model index of each data class, or None when the names are the same in the same order.
+
+    The data may hold a subset of the model's classes (in any order); a class the model does not
+    know is an error that lists the differences.
+    """
+    data_classes, model_classes = list(data_classes), list(model_classes)
+    if data_classes == model_classes:
+        return None
+    unknown = [c for c in data_classes if c not in model_classes]
+    if unknown:
+        show = lambda names: ", ".join(map(repr, names[:10])) + (f", ... ({len(names) - 10} more)" if len(names) > 10 else "")  # noqa: E731
+        raise ValueError(
+            f"data classes must be the model's classes or a subset of them (matched by name); {where!r} has "
+            f"{len(unknown)} class(es) the model does not know: {show(unknown)}. "
+            f"Model classes ({len(model_classes)}): {show(model_classes)}; data classes ({len(data_classes)}): {show(data_classes)}"
+        )
+    index = {c: i for i, c in enumerate(model_classes)}
+    return torch.tensor([index[c] for c in data_classes], dtype=torch.int64)
+
+
+def _relabel(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], mapping: torch.Tensor | None):
+    if mapping is None:
+        yield from batches
+        return
+    for x, y in batches:
+        yield x, mapping.to(y.device).index_select(0, y)
+
+
+def _file_batches(source: Path, kind: str, names: Sequence[str], labels: Sequence[int], preprocessing: dict, *,
+                  batch_size: int, workers: int | None, device: torch.device, channels_last: bool,
+                  skiplog) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
+    """Normalised batches of files of a folder or archive, with the model's eval transform."""
+    from smallnets.data import make_eval_transform
+    from smallnets.data import skips
+    from smallnets.image_sets import archive_batches, file_batches, normalized
+
+    transform = make_eval_transform(preprocessing)
+    if kind == "archive":
+        raw = archive_batches(source, names, transform, batch_size)
+    else:
+        raw = file_batches([source / n for n in names], transform, batch_size, workers)
+    y_all = torch.as_tensor(list(labels), dtype=torch.int64)
+    for x, ok, failed in normalized(raw, transform, device):
+        for i, detail in failed:
+            skiplog.add(names[i], skips.UNREADABLE, detail)
+        if x is not None:
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, y_all[ok].to(device)
+
+
+def evaluate_weights(
+    weights: str | os.PathLike,
+    data: str | os.PathLike | None = None,
+    *,
+    split: str | None = None,
+    batch_size: int | None = None,
+    device: str | torch.device = "auto",
+    precision: str | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+) -> EvalResult:
+    """Evaluate saved weights (a run directory: best.safetensors, else last; or a .safetensors file
+    with its JSON sidecar) on ``data``; ``result.details`` says what was evaluated and how.
+
+    ``split="val"``: the run's validation split, the data built exactly as the run built it (its
+    DataConfig with ``path=data``: same split seed and fraction, image size, pipeline); needs the
+    run's config.json (a run directory, or weights inside one). ``split="all"``: every image of a
+    class-folder tree or archive (``ROOT/<class>/...``, ``ROOT/test/<class>/...`` or
+    ``ROOT/val/<class>/...``) with the model's eval preprocessing from its sidecar. Default: "val"
+    when ``data`` is the run's own data (``None`` means that), else "all".
+
+    The data's classes must be the model's (same names, same order) or a subset of them, matched by
+    name. ``precision`` (fp32 | bf16 | fp16) defaults to the run's and memory format follows the
+    run's, so that the run's recorded validation numbers are reproduced; fp32 for lone weights.
+    """
+    from smallnets._checks import check_bool, check_choice, check_int
+    from smallnets.checkpoint import load_weights, resolve_weights
+    from smallnets.data.skips import SkipLog
+    from smallnets.distributed import resolve_device
+
+    if split is not None:
+        check_choice("split", split, SPLITS)
+    if batch_size is not None:
+        check_int("batch_size", batch_size)
+    if precision is not None:
+        check_choice("precision", precision, tuple(_AMP))
+    if workers is not None:
+        check_int("workers", workers, minimum=0)
+    check_bool("progress", progress)
+    if not isinstance(weights, (str, os.PathLike)):
+        raise TypeError(f"weights must be a path to a .safetensors file or a run directory, got {type(weights).__qualname__}")
+    if data is not None and not isinstance(data, (str, os.PathLike)):
+        raise TypeError(f"data must be a folder, an archive, 'cifar10'/'cifar100' or None, got {type(data).__qualname__}")
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    dev = resolve_device(str(device))
+
+    given = Path(weights)
+    file = resolve_weights(given)
+    run = _find_run(file, given)
+    model = load_weights(file, device=dev)
+    meta = model.smallnets_meta
+    model_classes = meta.get("classes")
+    if not model_classes:
+        raise ValueError(f"weights {str(file)!r} name no classes in their sidecar; evaluation matches the data's classes to them by name")
+    preprocessing = meta.get("preprocessing")
+    if data is None:
+        if run is None:
+            raise ValueError(f"data must be given for weights outside a run directory ({str(file)!r} has no config.json beside it)")
+        data = run.config.data.path
+    data = os.fspath(data)
+    own = run is not None and _same_data(run, data)
+    split = split or ("val" if own else "all")
+    notes: list[str] = []
+
+    if precision is None:
+        precision = run.resolved.get("precision", "fp32") if run else "fp32"
+        if precision == "fp16" and dev.type == "cpu":
+            notes.append("the run used fp16, which needs a GPU: evaluated in fp32")
+            precision = "fp32"
+    elif precision == "fp16" and dev.type == "cpu":
+        raise ValueError("precision must be fp32 or bf16 on CPU (fp16 needs a GPU), got 'fp16'")
+    channels_last = bool(run.config.train.channels_last) if run else False
+    if channels_last:
+        model.to(memory_format=torch.channels_last)  # as the trainer held it
+    skiplog = SkipLog()
+    details: dict[str, Any] = {
+        "weights": str(file), "run": str(run.dir) if run else None, "model": meta.get("model"),
+        "epoch": (meta.get("extra") or {}).get("epoch"), "data": data, "split": split,
+    }  # fmt: skip
+
+    if split == "val":
+        if run is None:
+            raise ValueError(
+                f"split='val' needs the run's data configuration, but {str(file)!r} has no run config.json beside it; "
+                f"pass the run directory, or use split='all' to evaluate every image of {data!r}"
+            )
+        from smallnets.data import build_data
+
+        cfg = run.config.data
+        cfg = dataclasses.replace(
+            cfg, path=data, channels_last=channels_last,
+            eval_batch_size=batch_size if batch_size is not None else cfg.eval_batch_size,
+            workers=workers if workers is not None else cfg.workers,
+        )  # fmt: skip
+        bundle = build_data(cfg, seed=run.config.train.seed, device=dev, progress=progress)
+        data_classes = bundle.classes
+        recorded = (run.split or {}).get("val_files_sha256")
+        same_split = recorded is not None and recorded == bundle.split.get("val_files_sha256")
+        details["split_matches_run"] = same_split if recorded is not None else None
+        details["evaluated"] = f"validation split of {data} ({bundle.split.get('method')}, {bundle.num_val} images)"
+        if recorded is not None and not same_split:
+            notes.append("the validation files differ from the run's split.json (different data): this is a new split")
+        if not own:
+            notes.append(f"{data} is not the run's data ({run.config.data.path}); split the same way")
+        if _same_preprocessing(bundle.preprocessing, preprocessing):
+            batches: Iterable = bundle.val
+        else:
+            source = bundle.split.get("source") or {}
+            if source.get("kind") not in ("folder", "archive") or preprocessing is None:
+                raise ValueError(
+                    f"the preprocessing that {data!r} gives ({bundle.preprocessing}) differs from the model's ({preprocessing}), "
+                    f"and its validation images cannot be re-read as files"
+                )
+            val = bundle.val
+            labels = val.labels.tolist() if hasattr(val, "labels") else list(val.dataset.labels)
+            notes.append("this data's statistics differ from the run's: validation images preprocessed as the model expects (its sidecar)")
+            batches = _file_batches(Path(source["path"]), source["kind"], bundle.val_files(), labels, preprocessing,
+                                    batch_size=batch_size or cfg.eval_batch_size or cfg.batch_size, workers=workers,
+                                    device=dev, channels_last=channels_last, skiplog=skiplog)  # fmt: skip
+    else:
+        if _is_cifar(data):
+            raise ValueError(
+                f"split='all' reads class folders and archives; for {data!r} use split='val' with the run directory "
+                f"(CIFAR's validation split is its official test batch)"
+            )
+        if preprocessing is None:
+            raise ValueError(f"weights {str(file)!r} record no preprocessing in their sidecar; split='all' needs it to prepare the images")
+        from smallnets.image_sets import list_labelled
+
+        files = list_labelled(data)
+        skiplog = files.skiplog  # what listing left out; decoding adds the unreadable files
+        data_classes = files.classes
+        details["evaluated"] = f"every image of {files.where} ({len(files)} files)"
+        default_bs = (run.config.data.eval_batch_size or run.config.data.batch_size) if run else 64
+        batches = _file_batches(files.source, files.kind, files.names, files.labels, preprocessing,
+                                batch_size=batch_size or default_bs, workers=workers, device=dev,
+                                channels_last=channels_last, skiplog=skiplog)  # fmt: skip
+    mapping = class_mapping(data_classes, model_classes, data)
+    if mapping is not None:
+        missing = len(model_classes) - len(data_classes)
+        notes.append(
+            f"the data has {len(data_classes)} of the model's {len(model_classes)} classes, matched by name"
+            if missing else "the data names the model's classes in another order; matched by name"
+        )
+    result = evaluate(model, _relabel(batches, mapping), len(model_classes), classes=model_classes, device=dev,
+                      amp_dtype=_AMP[precision], channels_last=channels_last)  # fmt: skip
+    if skiplog.total:
+        notes.append(f"skipped {skiplog.total} file(s): " + ", ".join(f"{n} {r}" for r, n in sorted(skiplog.counts.items())))
+        skiplog.warn(f"in {data}")
+    details.update(precision=precision, device=str(dev), channels_last=channels_last, notes=notes, skipped=skiplog.as_dict())
+    result.details = details
+    return result

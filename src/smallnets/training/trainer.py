@@ -43,7 +43,7 @@ from smallnets.checkpoint import load_state, save_state, save_weights
 from smallnets.data import DataConfig, build_data
 from smallnets.evaluation import EvalResult, autocast_context, evaluate
 from smallnets.registry import create_model, model_info
-from smallnets.training import distributed as distr
+from smallnets import distributed as distr
 from smallnets.training.config import ModelConfig, RunConfig, TrainConfig, build_dataclass, check_train_config, field_types
 from smallnets.training.optim import ModelEMA, Schedule, build_optimizer, mix_batch, resolved_lr
 from smallnets.training.progress import Progress, format_duration
@@ -217,7 +217,7 @@ class Trainer:
                 raise FileExistsError(f"run directory {str(run_dir)!r} already holds a run; use --resume {run_dir} or another --name")
             run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(run_dir / "config.json", json.dumps(self.resolved_config(), indent=2))
-            split = dict(self.data.split)
+            split = self.data.split_json()
             atomic_write_text(run_dir / "split.json", json.dumps(split, indent=2))
         shards = distr.gather_objects(self._shard_record(), self.dist)
         if self.dist.is_main:
