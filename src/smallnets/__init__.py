@@ -13,6 +13,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "EvalResult": "smallnets.evaluation",
     "evaluate": "smallnets.evaluation",
+    "evaluate_weights": "smallnets.evaluation",
+    "Prediction": "smallnets.prediction",
+    "predict": "smallnets.prediction",
     "RunConfig": "smallnets.training",
     "TrainConfig": "smallnets.training",
     "Trainer": "smallnets.training",
@@ -33,6 +36,7 @@ __all__ = [
     "CompoundScale",
     "CostReport",
     "EvalResult",
+    "Prediction",
     "RunConfig",
     "TrainConfig",
     "Trainer",
@@ -43,6 +47,7 @@ __all__ = [
     "count_params",
     "create_model",
     "evaluate",
+    "evaluate_weights",
     "load_weights",
     "read_sidecar",
     "save_weights",
@@ -50,6 +55,7 @@ __all__ = [
     "list_models",
     "make_divisible",
     "model_info",
+    "predict",
     "profile",
     "round_repeats",
 ]

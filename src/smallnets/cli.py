@@ -230,10 +230,9 @@ def cmd_eval(args) -> int:
     from smallnets.evaluation import evaluate_weights
     from smallnets.plots import plot_confusion
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with warnings.catch_warnings(record=True) as caught:  # files left out: one plain line each on stderr
         result = evaluate_weights(args.weights, args.data, split=args.split, batch_size=args.batch_size, device=args.device,
-                                  precision=args.precision, workers=args.workers, progress=not args.json and sys.stderr.isatty())  # fmt: skip
+                                  precision=args.precision, workers=args.workers, progress=sys.stderr.isatty())  # fmt: skip
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     d = result.details
@@ -349,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
             "JSON sidecar. --split val rebuilds the run's validation split exactly as training did (the default "
             "on the run's own data); --split all evaluates every image of a class-folder tree or archive "
             "(ROOT/<class>/..., ROOT/test/<class>/... or ROOT/val/<class>/...) with the model's eval preprocessing "
-            "(the default for other data and for weights outside a run)."
+            "(the default for other data and for a weights file)."
         ),
     )
     p.add_argument("weights", metavar="RUN_OR_WEIGHTS")

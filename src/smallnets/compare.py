@@ -189,19 +189,22 @@ def plot_comparison(rows: Sequence[CompareRow], path, title: str | None = None) 
     A second panel puts the same accuracy against the latency measured here, when measured.
     Configurations without a published ImageNet top-1 are listed under the chart.
     """
+    # A Figure on its own Agg canvas: no pyplot, so the caller's backend and pyplot state are left alone.
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import matplotlib.ticker
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     rated = [r for r in rows if r.top1 is not None and r.dataset == "imagenet"]
     unrated = [r.label for r in rows if r not in rated]
     with_latency = [r for r in rated if r.latency_median_ms is not None]
     panels = 2 if with_latency else 1
-    fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 5.5), squeeze=False)
+    fig = Figure(figsize=(7 * panels, 5.5))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, panels, squeeze=False)
     families = sorted({r.family for r in rows})
-    colors = {f: plt.get_cmap("tab10")(i % 10) for i, f in enumerate(families)}
+    colors = {f: matplotlib.colormaps["tab10"](i % 10) for i, f in enumerate(families)}
     max_params = max((r.params for r in rated), default=1)
 
     def scatter(ax, xs, xlabel):
@@ -227,7 +230,7 @@ def plot_comparison(rows: Sequence[CompareRow], path, title: str | None = None) 
         scatter(axes[0][1], [r.latency_median_ms for r in with_latency], "measured latency, batch 1 (ms, log scale)")
         env = environment()
         axes[0][1].set_title(f"Accuracy vs latency ({env['threads']} threads, torch {env['torch']})")
-    handles = [plt.Line2D([], [], marker="o", ls="", color=colors[f], label=f) for f in families]
+    handles = [Line2D([], [], marker="o", ls="", color=colors[f], label=f) for f in families]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(families), 8), fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
@@ -236,7 +239,6 @@ def plot_comparison(rows: Sequence[CompareRow], path, title: str | None = None) 
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=130, format="png")
-    plt.close(fig)
 
 
 def _stderr(msg: str) -> None:

@@ -172,6 +172,26 @@ def _same_data(run: _Run, data: str) -> bool:
     return here == Path(source) if source else here == Path(recorded).expanduser().resolve()
 
 
+def _recorded_val_files(split: dict | None) -> list[str] | str | None:
+    """The run's validation files from split.json: the list, else only its sha256 (older runs), else None."""
+    split = split or {}
+    return split.get("val_files") if isinstance(split.get("val_files"), list) else split.get("val_files_sha256")
+
+
+def _without_top_folder(names: Sequence[str]) -> list[str]:
+    """Names with one folder shared by all of them removed (an archive's top-level folder)."""
+    firsts = {n.split("/", 1)[0] for n in names}
+    if len(firsts) == 1 and all(n.count("/") >= 2 for n in names):
+        return [n.split("/", 1)[1] for n in names]
+    return list(names)
+
+
+def _same_files(recorded: list[str] | str, bundle) -> bool:
+    if isinstance(recorded, str):
+        return recorded == bundle.split.get("val_files_sha256")
+    return _without_top_folder(recorded) == _without_top_folder(bundle.val_files())
+
+
 def _same_preprocessing(a: dict | None, b: dict | None) -> bool:
     if not a or not b:
         return False
@@ -252,7 +272,8 @@ def evaluate_weights(
     run's config.json (a run directory, or weights inside one). ``split="all"``: every image of a
     class-folder tree or archive (``ROOT/<class>/...``, ``ROOT/test/<class>/...`` or
     ``ROOT/val/<class>/...``) with the model's eval preprocessing from its sidecar. Default: "val"
-    when ``data`` is the run's own data (``None`` means that), else "all".
+    for a run directory on its own data (``data=None`` means the run's data), else "all" (other data,
+    or a weights file given on its own).
 
     The data's classes must be the model's (same names, same order) or a subset of them, matched by
     name. ``precision`` (fp32 | bf16 | fp16) defaults to the run's and memory format follows the
@@ -289,13 +310,14 @@ def evaluate_weights(
     if not model_classes:
         raise ValueError(f"weights {str(file)!r} name no classes in their sidecar; evaluation matches the data's classes to them by name")
     preprocessing = meta.get("preprocessing")
-    if data is None:
+    implicit = data is None
+    if implicit:
         if run is None:
             raise ValueError(f"data must be given for weights outside a run directory ({str(file)!r} has no config.json beside it)")
         data = run.config.data.path
     data = os.fspath(data)
     own = run is not None and _same_data(run, data)
-    split = split or ("val" if own else "all")
+    split = split or ("val" if own else "all")  # the run's own data: never score its training images
     notes: list[str] = []
 
     if precision is None:
@@ -330,14 +352,14 @@ def evaluate_weights(
         )  # fmt: skip
         bundle = build_data(cfg, seed=run.config.train.seed, device=dev, progress=progress)
         data_classes = bundle.classes
-        recorded = (run.split or {}).get("val_files_sha256")
-        same_split = recorded is not None and recorded == bundle.split.get("val_files_sha256")
+        recorded = _recorded_val_files(run.split)
+        same_split = recorded is not None and _same_files(recorded, bundle)
         details["split_matches_run"] = same_split if recorded is not None else None
         details["evaluated"] = f"validation split of {data} ({bundle.split.get('method')}, {bundle.num_val} images)"
         if recorded is not None and not same_split:
             notes.append("the validation files differ from the run's split.json (different data): this is a new split")
         if not own:
-            notes.append(f"{data} is not the run's data ({run.config.data.path}); split the same way")
+            notes.append(f"{data} is not the run's data ({run.config.data.path}): split with the run's settings")
         if _same_preprocessing(bundle.preprocessing, preprocessing):
             batches: Iterable = bundle.val
         else:

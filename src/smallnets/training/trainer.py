@@ -127,8 +127,12 @@ class Trainer:
 
         # the trainer decides the memory format of batches and model alike
         data_cfg = dataclasses.replace(config.data, channels_last=cfg.channels_last)
+        if not self.dist.is_main:
+            distr.barrier(self.dist)  # rank 0 decodes / downloads / extracts first; the rest hit its cache
         self.data = build_data(data_cfg, seed=cfg.seed, device=self.device, rank=self.dist.rank,
                                world_size=self.dist.world_size, progress=cfg.progress and self.dist.is_main)  # fmt: skip
+        if self.dist.is_main:
+            distr.barrier(self.dist)
         self.classes = list(self.data.classes)
         self.num_classes = len(self.classes)
         knobs = dict(config.model.knobs)

@@ -1,0 +1,278 @@
+"""Image files for evaluation and prediction: listing, decoding with a model's eval transform, batching.
+
+Built on the data package's public pieces (``decode_image``, ``EvalTransform``, ``normalize``),
+so a file gives bit-for-bit the tensor that validation gives it. Two kinds of sets:
+
+* ``find_images``: the files named on a command line, directories walked recursively (predict).
+* ``list_labelled``: every image of a class-folder tree or a .tar/.tar.gz/.tgz archive of one
+  (evaluation of a separate test set): ``ROOT/<class>/**``, or ``ROOT/test/<class>/**``, or
+  ``ROOT/val/<class>/**`` (``validation/`` too). One shared top-level folder is looked through, as
+  archives often have one.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from smallnets.data import skips
+from smallnets.data.images import EvalTransform, UnreadableImageError, decode_image, is_image_name, load_image, norm_constants, normalize
+from smallnets.data.skips import SkipLog
+
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+_VAL_DIRS = ("val", "validation")
+_SPLIT_DIRS = ("train", *_VAL_DIRS, "test")
+_POOL_MIN = 256  # below this many files, decoding in-process beats starting DataLoader workers
+
+
+def is_archive(path: Path) -> bool:
+    return path.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def _hidden(parts: Sequence[str]) -> bool:
+    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
+
+
+def _walk(root: Path) -> Iterator[tuple[str, int]]:
+    """(relative posix name, size in bytes; -1 when stat fails) of every file under ``root``, hidden ones left out."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel_dir = Path(dirpath).relative_to(root).as_posix()
+        for f in sorted(filenames):
+            if f.startswith("."):
+                continue
+            try:
+                size = os.stat(os.path.join(dirpath, f)).st_size
+            except OSError:
+                size = -1
+            yield (f if rel_dir == "." else f"{rel_dir}/{f}"), size
+
+
+# ---------------------------------------------------------------------------------------------
+# Unlabelled: files named on the command line (predict)
+# ---------------------------------------------------------------------------------------------
+
+
+def find_images(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
+    """Image files of ``inputs`` in order: a file as named (any suffix: it was asked for), a
+    directory walked recursively for image files (by suffix, hidden ones left out), sorted."""
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    if not items:
+        raise ValueError("images must name at least one image file or directory, got none")
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, (str, os.PathLike)):
+            raise TypeError(f"images must be paths (str or os.PathLike), got {type(item).__qualname__}: {item!r}"[:300])
+        path = Path(item)
+        if path.is_dir():
+            found = [os.path.join(os.fspath(item), *rel.split("/")) for rel in sorted(r for r, _ in _walk(path) if is_image_name(r))]
+            if not found:
+                raise ValueError(f"images: directory {os.fspath(item)!r} contains no image files (suffixes: .jpg, .png, .webp, ...)")
+            out += found
+        elif path.exists():
+            out.append(os.fspath(item))
+        else:
+            raise FileNotFoundError(f"images: no such file or directory: {os.fspath(item)!r}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Labelled: every image of a class-folder tree or archive (evaluation)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LabelledFiles:
+    """Every usable image of a labelled set, class-major and sorted within each class."""
+
+    source: Path  # the folder or archive
+    kind: str  # "folder" | "archive"
+    part: str  # the folder evaluated, relative to the source ("" for a plain class tree)
+    classes: list[str]
+    names: list[str]  # relative to a folder source, member names of an archive
+    labels: list[int]
+    skiplog: SkipLog = field(default_factory=SkipLog)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def where(self) -> str:
+        return os.path.join(self.source, *self.part.split("/")) if self.part else str(self.source)
+
+
+def _safe_member_name(name: str) -> str | None:
+    """An archive member's relative posix name without '.' parts; None for absolute names or ones with '..'."""
+    if name.startswith("/"):
+        return None
+    parts = [x for x in name.split("/") if x and x != "."]
+    return None if ".." in parts else ("/".join(parts) or None)
+
+
+def _archive_members(path: Path) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo, str | None]]:
+    # Streaming mode: one forward pass, no seeks (a gzip stream cannot seek backwards cheaply).
+    try:
+        with tarfile.open(path, mode="r|*") as tar:
+            for m in tar:
+                if m.isfile():
+                    yield tar, m, _safe_member_name(m.name)
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise ValueError(f"data {str(path)!r} is not a readable tar archive ({type(e).__name__}: {e})") from e
+
+
+def list_labelled(path: str | os.PathLike) -> LabelledFiles:
+    """Every image of a class-folder tree or archive (see the module docstring for the layouts)."""
+    source = Path(path).expanduser()
+    if not source.exists():
+        raise FileNotFoundError(f"data must be an existing folder or .tar/.tar.gz/.tgz archive, got {os.fspath(path)!r}")
+    skiplog = SkipLog()
+    if source.is_dir():
+        kind, listing = "folder", list(_walk(source))
+    elif is_archive(source):
+        kind, listing = "archive", []
+        for _, m, name in _archive_members(source):
+            if name is None:
+                skiplog.add(m.name, skips.UNSAFE)
+            else:
+                listing.append((name, m.size))
+    else:
+        raise ValueError(f"data must be a folder or a .tar/.tar.gz/.tgz archive of class folders, got the file {os.fspath(path)!r}")
+    where = str(source)
+    entries = [(tuple(n.split("/")), n, s) for n, s in listing if not _hidden(n.split("/"))]
+    if not entries:
+        raise ValueError(f"data {where!r} contains no files (expected class folders of images)")
+
+    base: tuple[str, ...] = ()
+    firsts = {p[0] for p, _, _ in entries}
+    if len(firsts) == 1 and next(iter(firsts)) not in _SPLIT_DIRS and any(len(p) >= 3 for p, _, _ in entries):
+        base = (next(iter(firsts)),)  # one shared top-level folder, as archives often have
+    top = {p[len(base)] for p, _, _ in entries if len(p) > len(base) + 1}
+    part = ""
+    if top and top <= set(_SPLIT_DIRS):
+        vals = [d for d in _VAL_DIRS if d in top]
+        if len(vals) > 1:
+            raise ValueError(f"data {where!r}: found both val/ and validation/; keep one")
+        if "test" in top:
+            part = "test"
+        elif vals:
+            part = vals[0]
+        else:
+            raise ValueError(
+                f"data {where!r} holds only a train/ folder; evaluating every image means a held-out set "
+                f"(ROOT/<class>/..., ROOT/test/<class>/... or ROOT/val/<class>/...). To evaluate training "
+                f"images anyway, pass {os.path.join(where, *base, 'train')!r}; for the run's validation images use split='val'"
+            )
+    lead = (*base, part) if part else base
+    groups: dict[str, list[str]] = {}
+    for parts, name, size in entries:
+        if part and len(parts) > len(base) + 1 and parts[len(base)] != part:
+            continue  # another split folder (train/ beside test/): not part of this set
+        rel = parts[len(lead):]
+        if parts[: len(lead)] != lead or len(rel) < 2:
+            skiplog.add(name, skips.OUTSIDE)
+        elif not is_image_name(name):
+            skiplog.add(name, skips.NOT_IMAGE)
+        elif size == 0:
+            skiplog.add(name, skips.EMPTY)
+        elif size < 0:
+            skiplog.add(name, skips.UNREADABLE, "cannot stat")
+        else:
+            groups.setdefault(rel[0], []).append(name)
+    classes = sorted(groups)
+    if not classes:
+        raise ValueError(f"data {where!r}{f' ({part}/)' if part else ''} has no class folders with images")
+    names, labels = [], []
+    for i, c in enumerate(classes):
+        files = sorted(groups[c])
+        names += files
+        labels += [i] * len(files)
+    return LabelledFiles(source, kind, "/".join(lead) if part else "", classes, names, labels, skiplog)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding and batching
+# ---------------------------------------------------------------------------------------------
+
+
+class _Files(Dataset):
+    """Item i: (uint8 CHW after the eval resize and crop, or None; i; failure detail)."""
+
+    def __init__(self, paths: Sequence[str | os.PathLike], transform: EvalTransform):
+        self.paths, self.transform = list(paths), transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            return self.transform.uint8(load_image(self.paths[i])), i, ""
+        except UnreadableImageError as e:
+            return None, i, e.detail
+        except OSError as e:
+            return None, i, f"{type(e).__name__}: {e.strerror or e}"
+
+
+def _collate(items: list) -> tuple[torch.Tensor | None, list[int], list[tuple[int, str]]]:
+    good = [it for it in items if it[0] is not None]
+    failed = [(it[1], it[2]) for it in items if it[0] is None]
+    return (torch.stack([it[0] for it in good]) if good else None), [it[1] for it in good], failed
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # workers decode with PIL; torch threads would only oversubscribe the cores
+
+
+def default_workers(n: int) -> int:
+    return min(4, os.cpu_count() or 1) if n >= _POOL_MIN else 0
+
+
+Batch = tuple[torch.Tensor | None, list[int], list[tuple[int, str]]]  # images (None: none decoded), their indices, (index, why) of the others
+
+
+def file_batches(
+    paths: Sequence[str | os.PathLike], transform: EvalTransform, batch_size: int, workers: int | None = None
+) -> Iterator[Batch]:
+    """Consecutive batches of ``paths`` decoded to uint8 (resize and crop of ``transform``), in order."""
+    n = len(paths)
+    workers = default_workers(n) if workers is None else workers
+    chunks = [list(range(s, min(s + batch_size, n))) for s in range(0, n, batch_size)]
+    loader = DataLoader(_Files(paths, transform), batch_sampler=chunks, num_workers=workers, collate_fn=_collate,
+                        worker_init_fn=_worker_init if workers else None)  # fmt: skip
+    yield from loader
+
+
+def archive_batches(path: Path, names: Sequence[str], transform: EvalTransform, batch_size: int) -> Iterator[Batch]:
+    """Batches of the wanted members of an archive, decoded in one streaming pass (in archive order)."""
+    index = {n: i for i, n in enumerate(names)}
+    images: list[torch.Tensor] = []
+    ok: list[int] = []
+    failed: list[tuple[int, str]] = []
+    for tar, m, name in _archive_members(path):
+        i = index.pop(name, None) if name is not None else None
+        if i is None:
+            continue
+        try:
+            f = tar.extractfile(m)
+            images.append(transform.uint8(decode_image(f.read() if f is not None else b"", name)))
+            ok.append(i)
+        except UnreadableImageError as e:
+            failed.append((i, e.detail))
+        if len(ok) + len(failed) == batch_size:
+            yield (torch.stack(images) if images else None), ok, failed
+            images, ok, failed = [], [], []
+    failed += [(i, "not found in the archive on the second read") for i in index.values()]
+    if ok or failed:
+        yield (torch.stack(images) if images else None), ok, failed
+
+
+def normalized(batches: Iterable[Batch], transform: EvalTransform, device: torch.device) -> Iterator[Batch]:
+    """The same batches as float32 ``(x / 255 - mean) / std`` on ``device`` (the pipelines' one normalisation)."""
+    shift, scale = norm_constants(transform.mean, transform.std, device)
+    for x, ok, failed in batches:
+        yield (None if x is None else normalize(x.to(device, non_blocking=True), shift, scale)), ok, failed
