@@ -6,7 +6,7 @@ training time (``--max-minutes``; validation and saving are not counted), and re
 validation top-1, when each accuracy level was first reached, and images/s. The learning curves
 are copied next to the JSON.
 
-    python benchmarks/cifar_budget.py [--minutes 30] [--config squeezenet] [--config mobilenet_v2]
+    python benchmarks/cifar_budget.py [--minutes 30] [--config mobilenet_v1]
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-train-jpg.tar.gz"
 
 # Recipes: the model with its knobs, and the epochs that fit the 30-minute budget on a 2-core CPU
 # at the throughput measured for it (the cosine schedule must reach its end inside the budget).
+# SqueezeNet trains fastest here (~1,100 img/s, dense bf16 convs) but, without BatchNorm, collapses
+# at learning rates >= 0.02; it needs its own recipe before it can join this table.
 CONFIGS = {
-    "squeezenet": ["squeezenet1_1", "--cifar", "--bypass", "simple", "--epochs", "32", "--batch-size", "256",
-                   "--lr", "0.2", "--warmup-epochs", "1", "--label-smoothing", "0.1", "--weight-decay", "5e-4"],
     "mobilenet_v1": ["mobilenet_v1", "--cifar", "--width-mult", "0.5", "--epochs", "8", "--batch-size", "128",
                      "--lr", "0.1", "--warmup-epochs", "0.5", "--label-smoothing", "0.1", "--weight-decay", "5e-4"],
 }  # fmt: skip
@@ -38,13 +38,13 @@ CONFIGS = {
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=30.0)
-    parser.add_argument("--config", action="append", choices=sorted(CONFIGS), help="recipes to run (default: squeezenet)")
+    parser.add_argument("--config", action="append", choices=sorted(CONFIGS), help="recipes to run (default: mobilenet_v1)")
     parser.add_argument("--data", default=str(ARCHIVE))
     parser.add_argument("--runs", default=str(REPO / "runs" / "bench"))
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "cifar_budget.json"))
     args = parser.parse_args(argv)
     results = []
-    for key in args.config or ["squeezenet"]:
+    for key in args.config or ["mobilenet_v1"]:
         name = f"budget-{key}"
         run = Path(args.runs) / name
         if run.exists():
