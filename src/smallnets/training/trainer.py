@@ -435,6 +435,7 @@ class Trainer:
                 info["replica_weights_sha256"] = digests
                 info["replicas_identical"] = len(set(digests)) == 1
                 atomic_write_text(self.run_dir / "run.json", json.dumps(info, indent=2))
+            distr.barrier(self.dist)  # no process leaves (and tears down its group) while rank 0 still writes
         except TrainingDiverged as exc:
             self._write_run_json("diverged", str(exc))
             raise
