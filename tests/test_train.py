@@ -117,7 +117,7 @@ def test_bad_inputs_fail_before_training(images, tmp_path):
     with pytest.raises(ValueError, match="model name must be a registered model.*did you mean 'mobilenet_v2'"):
         Trainer(RunConfig.from_dict({"model": {"name": "mobilenet_v3"}, "data": {"path": str(images)}}))
     with pytest.raises(ValueError, match="batch_size=4096 with drop_last=True leaves no training batch"):
-        Trainer(run_config(images, tmp_path, name="big", ).__class__.from_dict({
+        Trainer(RunConfig.from_dict({
             "model": {"name": "mobilenet_v1", "width_mult": 0.25, "cifar": True},
             "data": {"path": str(images), "batch_size": 4096, "drop_last": True, "pipeline": "tensor", "cache_dir": str(tmp_path / "c")},
             "train": {"progress": False, "out": str(tmp_path)},

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from smallnets.data import skips
 from smallnets.data.images import EvalTransform, UnreadableImageError, load_image, norm_constants, normalize, random_resized_crop, to_uint8_chw
-from smallnets.data.sampling import STREAM_BATCH, STREAM_SAMPLE, epoch_shard, eval_shard, generator, mix, mix_array, num_batches
+from smallnets.data.sampling import STREAM_BATCH, STREAM_SAMPLE, EpochSharding, eval_shard, generator, mix, mix_array, num_batches
 from smallnets.data.skips import SkipLog
 from smallnets.data.tensor_path import BatchCutout, _finish
 
@@ -143,7 +143,7 @@ class _LoaderBase:
             local.warn(where, stacklevel=4)
 
 
-class FileTrainLoader(_LoaderBase):
+class FileTrainLoader(EpochSharding, _LoaderBase):
     """Training batches decoded by DataLoader workers; ``len()`` is the number of batches per epoch on this rank."""
 
     def __init__(self, images, labels: Sequence[int], *, image_size: int, flip: bool, cutout: int, batch_size: int, seed: int,
@@ -152,26 +152,12 @@ class FileTrainLoader(_LoaderBase):
         self.dataset = _TrainSet(images, labels, image_size, flip)
         self.batch_size, self.seed, self.rank, self.world_size, self.drop_last = batch_size, seed, rank, world_size, drop_last
         self._cutout = BatchCutout(cutout)
-        self.num_samples = len(images) // world_size
+        self.num_items = len(images)
         self.epoch = 0
-
-    def __len__(self) -> int:
-        return num_batches(self.num_samples, self.batch_size, self.drop_last)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return self.epoch_batches(self.epoch)
-
-    def epoch_indices(self, epoch: int) -> torch.Tensor:
-        order = epoch_shard(len(self.dataset), seed=self.seed, epoch=epoch, rank=self.rank, world_size=self.world_size)
-        return order[: len(self) * self.batch_size] if self.drop_last else order
 
     def epoch_batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of ``epoch`` from batch index ``start`` on; the sampler begins at that batch."""
-        if not isinstance(start, int) or not 0 <= start <= len(self):
-            raise ValueError(f"start must be an integer in [0, {len(self)}], got {start!r}")
+        self.check_start(start)
         batches = list(self.epoch_indices(epoch).split(self.batch_size))[start : len(self)]
         sampler = _EpochBatchSampler(batches, mix(self.seed, epoch, STREAM_SAMPLE))
         return self._batches(sampler, epoch, start)

@@ -66,3 +66,41 @@ def eval_shard(n: int, *, rank: int, world_size: int) -> torch.Tensor:
 
 def num_batches(samples: int, batch_size: int, drop_last: bool) -> int:
     return samples // batch_size if drop_last else -(-samples // batch_size)
+
+
+class EpochSharding:
+    """Epoch bookkeeping shared by the training loaders of both input paths.
+
+    A subclass sets ``num_items`` (training images, all ranks), ``seed``, ``rank``, ``world_size``,
+    ``batch_size``, ``drop_last`` and ``epoch``, and implements ``epoch_batches(epoch, start)``.
+    """
+
+    num_items: int
+    seed: int
+    rank: int
+    world_size: int
+    batch_size: int
+    drop_last: bool
+    epoch: int
+
+    @property
+    def num_samples(self) -> int:
+        return self.num_items // self.world_size  # per rank and epoch
+
+    def __len__(self) -> int:
+        return num_batches(self.num_samples, self.batch_size, self.drop_last)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        return self.epoch_batches(self.epoch)
+
+    def epoch_indices(self, epoch: int) -> torch.Tensor:
+        """Indices into the training set that this rank sees in ``epoch``, in batch order."""
+        order = epoch_shard(self.num_items, seed=self.seed, epoch=epoch, rank=self.rank, world_size=self.world_size)
+        return order[: len(self) * self.batch_size] if self.drop_last else order
+
+    def check_start(self, start: object) -> None:
+        if not isinstance(start, int) or not 0 <= start <= len(self):
+            raise ValueError(f"start must be an integer in [0, {len(self)}], got {start!r}")

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from smallnets.data.images import norm_constants, normalize
-from smallnets.data.sampling import STREAM_BATCH, epoch_shard, eval_shard, generator, num_batches
+from smallnets.data.sampling import STREAM_BATCH, EpochSharding, eval_shard, generator, num_batches
 
 
 _TABLE_MAX = 1 << 21  # int64 entries (16 MiB); larger crop-index tables are computed per batch instead
@@ -74,7 +74,7 @@ class BatchCutout:
         return cutout_(x, cy, cx, self.size)
 
 
-class TensorTrainLoader:
+class TensorTrainLoader(EpochSharding):
     """Training batches from an on-device uint8 tensor; ``len()`` is the number of batches per epoch on this rank."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, mean, std, batch_size: int, seed: int, rank: int,
@@ -88,28 +88,13 @@ class TensorTrainLoader:
         self.device = torch.device(device)
         self._cutout = BatchCutout(cutout)
         self._shift, self._scale = norm_constants(mean, std, self.device)
-        self.num_samples = len(images) // world_size  # per rank and epoch
+        self.num_items = len(images)
         self._table = crop_table(self.height, self.width, crop_padding, self.device) if (crop_padding or flip) else None
         self.epoch = 0
 
-    def __len__(self) -> int:
-        return num_batches(self.num_samples, self.batch_size, self.drop_last)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return self.epoch_batches(self.epoch)
-
-    def epoch_indices(self, epoch: int) -> torch.Tensor:
-        """Indices into the training set that this rank sees in ``epoch``, in batch order."""
-        order = epoch_shard(len(self.images), seed=self.seed, epoch=epoch, rank=self.rank, world_size=self.world_size)
-        return order[: len(self) * self.batch_size] if self.drop_last else order
-
     def epoch_batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of ``epoch`` from batch index ``start`` on; skipped batches cost nothing."""
-        if not isinstance(start, int) or not 0 <= start <= len(self):
-            raise ValueError(f"start must be an integer in [0, {len(self)}], got {start!r}")
+        self.check_start(start)
         order = self.epoch_indices(epoch).to(self.device)
         return self._batches(order, epoch, start)
 

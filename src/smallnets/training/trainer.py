@@ -143,12 +143,7 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         if cfg.sync_bn and self.dist.enabled:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        self.steps_per_epoch = len(self.data.train)
-        if self.steps_per_epoch == 0:
-            raise ValueError(
-                f"batch_size must be at most the training images per process ({self.data.num_train} images, "
-                f"{self.dist.world_size} process(es)), got {config.data.batch_size}"
-            )
+        self.steps_per_epoch = len(self.data.train)  # build_data refuses a split with no batch
         self.global_batch = config.data.batch_size * self.dist.world_size
         self.base_lr = resolved_lr(cfg, self.global_batch)
         self.optimizer = build_optimizer(self.model, cfg, self.base_lr)
