@@ -83,7 +83,7 @@ def _final_weights(run: Path) -> dict[str, torch.Tensor]:
 
 
 def _comparable(records):
-    drop = {"images_per_s", "epoch_s", "elapsed_s"}
+    drop = {"images_per_s", "epoch_s", "elapsed_s", "wall_s"}
     return [{k: v for k, v in r.items() if k not in drop} for r in records]
 
 
@@ -100,6 +100,9 @@ def test_resume_mid_epoch_equals_uninterrupted(images, tmp_path):
     ha = [json.loads(x) for x in (straight.run_dir / "metrics.jsonl").read_text().splitlines()]
     hb = [json.loads(x) for x in (resumed.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert _comparable(ha) == _comparable(hb)
+    # wall time counts validation and saving on top of training time, and carries over the resume
+    walls = [r["wall_s"] for r in hb]
+    assert walls == sorted(walls) and all(r["wall_s"] >= r["elapsed_s"] for r in hb)
 
 
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(images, tmp_path):

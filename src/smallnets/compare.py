@@ -175,6 +175,7 @@ def environment() -> dict[str, Any]:
         "processor": platform.processor(),
         "threads": torch.get_num_threads(),
         "date": time.strftime("%Y-%m-%d"),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
 
 

@@ -50,7 +50,7 @@ from smallnets.training.progress import Progress, format_duration
 
 METRIC_COLUMNS = (
     "epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_top1", "val_top5",
-    "images_per_s", "epoch_s", "elapsed_s",
+    "images_per_s", "epoch_s", "elapsed_s", "wall_s",
 )  # fmt: skip
 
 
@@ -164,6 +164,8 @@ class Trainer:
         self.history: list[dict] = []
         self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "labelled": 0, "time": 0.0}
         self.train_time = 0.0  # seconds spent training (excludes evaluation and saving)
+        self._wall_offset = 0.0  # wall-clock seconds of earlier sessions of this run (resume)
+        self._wall_t0: float | None = None
         self._stop: str | None = None
 
         if _resume_state is not None:
@@ -307,9 +309,14 @@ class Trainer:
             "history": self.history,
             "partial": dict(self.partial),
             "train_time": self.train_time,
+            "wall_time": self._wall_now(),
             "world_size": self.dist.world_size,
         }
         return state
+
+    def _wall_now(self) -> float:
+        """Wall-clock seconds of this run so far: validation, saving and earlier sessions included."""
+        return self._wall_offset if self._wall_t0 is None else time.perf_counter() - self._wall_t0
 
     def _load_state(self, state: dict) -> None:
         if state.get("format") != "smallnets.trainer-state":
@@ -331,6 +338,7 @@ class Trainer:
         self.history = list(state["history"])
         self.partial = dict(state["partial"])
         self.train_time = float(state["train_time"])
+        self._wall_offset = float(state.get("wall_time", self.train_time))
 
     def _save(self, *, best: bool = False) -> None:
         """Trainer state first, then the deployable weights: a crash between them loses nothing."""
@@ -399,6 +407,8 @@ class Trainer:
         status = "finished"
         try:
             self._write_run_json("running")
+            # wall-clock seconds of this run, validation and saving included, carried over a resume
+            self._wall_t0 = time.perf_counter() - self._wall_offset
             if self.dist.is_main and cfg.progress:
                 print(
                     f"training {self.config.model.name} on {self.data.num_train} images ({self.num_classes} classes, "
@@ -535,6 +545,7 @@ class Trainer:
             if self.best_top1 is None or result.top1 > self.best_top1:
                 self.best_top1 = result.top1
                 is_best = True
+        record["wall_s"] = self._wall_now()
         self.history.append(record)
         self.epoch += 1
         self.batch = 0
