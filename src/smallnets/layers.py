@@ -33,10 +33,55 @@ def round_repeats(repeats: int, depth_mult: float) -> int:
     return int(math.ceil(depth_mult * repeats))
 
 
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` (same parameters, same state dict) that trains a strided depthwise conv fast on CPU.
+
+    Under CPU bf16 autocast, oneDNN's backward pass of a *strided depthwise* convolution is 5-15x
+    slower than in fp32 (about 20 ms for any size at batch 128, measured on this project's CPU;
+    ``benchmarks/train_throughput.py``). When gradients are needed there, this layer computes that
+    one convolution in fp32 and hands a bf16 result on, as autocast would. Inference and every
+    other case run the plain ``nn.Conv2d`` path.
+    """
+
+    def __init__(self, *args, same_padding: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        # TensorFlow's "SAME" padding: total pad max((ceil(in / s) - 1) * s + (k - 1) * d + 1 - in, 0),
+        # the odd pixel at the bottom / right. Computed per input size, so it is padded in forward.
+        self.same_padding = same_padding
+        if same_padding and self.padding != (0, 0):
+            raise ValueError(f"padding must be 0 with same_padding=True, got {self.padding}")
+
+    def _same_pad(self, x: torch.Tensor) -> torch.Tensor:
+        pads = []
+        for size, k, s, d in zip(x.shape[-1:-3:-1], self.kernel_size[::-1], self.stride[::-1], self.dilation[::-1]):
+            total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+            pads += [total // 2, total - total // 2]
+        return nn.functional.pad(x, pads) if any(pads) else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.same_padding:
+            x = self._same_pad(x)
+        if (
+            x.device.type == "cpu"
+            and self.groups > 1
+            and self.groups == self.in_channels
+            and self.stride != (1, 1)
+            and torch.is_grad_enabled()
+            and torch.is_autocast_enabled("cpu")
+            and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        ):
+            with torch.autocast("cpu", enabled=False):
+                weight = self.weight.float()
+                bias = None if self.bias is None else self.bias.float()
+                return self._conv_forward(x.float(), weight, bias).to(torch.bfloat16)
+        return super().forward(x)
+
+
 class ConvNormAct(nn.Sequential):
     """Conv2d, then optional norm, then optional activation; ``norm=None`` / ``act=None`` omit them.
 
-    Padding defaults to ``dilation * (kernel_size - 1) // 2`` ("same" for odd kernels at stride 1).
+    Padding defaults to ``dilation * (kernel_size - 1) // 2`` ("same" for odd kernels at stride 1);
+    ``padding="same"`` is TensorFlow's "SAME" at any stride (asymmetric where the stride needs it).
     Depthwise is ``groups == in_chs``. The conv has a bias only when there is no norm after it,
     unless ``bias`` says otherwise. State-dict keys: ``conv.*``, ``bn.*``.
     """
@@ -49,7 +94,7 @@ class ConvNormAct(nn.Sequential):
         stride: int = 1,
         groups: int = 1,
         *,
-        padding: int | None = None,
+        padding: int | str | None = None,
         dilation: int = 1,
         norm: ModuleFactory | None = nn.BatchNorm2d,
         act: ModuleFactory | None = nn.ReLU,
@@ -57,11 +102,16 @@ class ConvNormAct(nn.Sequential):
     ):
         super().__init__()
         check_divides("groups", groups, in_chs=in_chs, out_chs=out_chs)
-        if padding is None:
+        same = padding == "same"
+        if same and stride == 1 and kernel_size % 2 == 1:
+            padding, same = None, False  # stride 1, odd kernel: TF "SAME" is the symmetric padding
+        if same:
+            padding = 0
+        elif padding is None:
             padding = dilation * (kernel_size - 1) // 2
         if bias is None:
             bias = norm is None
-        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, dilation=dilation, groups=groups, bias=bias)
+        self.conv = Conv2d(in_chs, out_chs, kernel_size, stride, padding, dilation=dilation, groups=groups, bias=bias, same_padding=same)
         if norm is not None:
             self.bn = norm(out_chs)
         if act is not None:
@@ -116,6 +166,11 @@ class DropPath(nn.Module):
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """ShuffleNet's channel shuffle: reshape channels to (groups, c/groups), transpose, flatten."""
     n, c, h, w = x.shape
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        # channels-last: shuffle the innermost (channel) axis and stay channels-last, rather than
+        # letting reshape fall back to a contiguous NCHW copy that the next conv converts back
+        nhwc = x.permute(0, 2, 3, 1)
+        return nhwc.reshape(n, h, w, groups, c // groups).transpose(3, 4).reshape(n, h, w, c).permute(0, 3, 1, 2)
     return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 

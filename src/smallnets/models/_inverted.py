@@ -75,11 +75,12 @@ class InvertedBottleneck(nn.Module):
         se_ratio: float = 0.0,
         act: ModuleFactory = nn.ReLU6,
         norm: ModuleFactory = nn.BatchNorm2d,
+        same_padding: bool = False,
     ):
         super().__init__()
         hidden = int(round(in_chs * expand))
         self.expand = ConvNormAct(in_chs, hidden, 1, norm=norm, act=act) if expand != 1 else nn.Identity()
-        self.dw = ConvNormAct(hidden, hidden, kernel, stride, groups=hidden, norm=norm, act=act)
+        self.dw = ConvNormAct(hidden, hidden, kernel, stride, groups=hidden, norm=norm, act=act, padding="same" if same_padding else None)
         self.se = SqueezeExcite(hidden, max(1, int(in_chs * se_ratio)), act=act) if se_ratio > 0 else nn.Identity()
         self.project = ConvNormAct(hidden, out_chs, 1, norm=norm, act=None)  # linear bottleneck: no activation
 

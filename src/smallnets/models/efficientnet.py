@@ -72,6 +72,7 @@ class EfficientNet(SmallNet):
         cifar: bool = False,
         bn_eps: float = 1e-5,
         bn_momentum: float = 0.1,
+        same_padding: bool = False,
     ):
         super().__init__()
         check_common_knobs(width_mult=width_mult, depth_mult=depth_mult, drop_rate=drop_rate, cifar=cifar, drop_path_rate=drop_path_rate)
@@ -83,9 +84,10 @@ class EfficientNet(SmallNet):
         stem_chs = make_divisible(B0_STEM * width_mult, 8)
 
         def make_block(row: Stage, in_chs: int, stride: int, drop_path: float) -> InvertedBottleneck:
-            return inverted_block(row, in_chs, stride, drop_path, se_ratio=SE_RATIO, act=nn.SiLU, norm=norm)
+            return inverted_block(row, in_chs, stride, drop_path, se_ratio=SE_RATIO, act=nn.SiLU, norm=norm, same_padding=same_padding)
 
-        self.stem = ConvNormAct(in_chans, stem_chs, 3, stride=1 if cifar else 2, norm=norm, act=nn.SiLU)
+        pad = "same" if same_padding else None
+        self.stem = ConvNormAct(in_chans, stem_chs, 3, stride=1 if cifar else 2, norm=norm, act=nn.SiLU, padding=pad)
         self.stages, stages_chs = build_stages(table, stem_chs, make_block, drop_path_rate)
         self.num_features = NECK_EXPANSION * stages_chs
         self.neck = ConvNormAct(stages_chs, self.num_features, 1, norm=norm, act=nn.SiLU)
@@ -133,12 +135,14 @@ def efficientnet(
     cifar: bool = False,
     bn_eps: float = 1e-5,
     bn_momentum: float = 0.1,
+    same_padding: bool = False,
 ) -> EfficientNet:
     """EfficientNet from the B0 table: channels ``make_divisible(c * width_mult, 8)``, repeats
     ``ceil(n * depth_mult)``; ``efficientnet_b1..b7`` pin the official (width, depth) pairs.
 
     Stochastic depth grows linearly with the block index i of N blocks: ``drop_path_rate * i / N``.
-    ``bn_eps`` / ``bn_momentum`` (PyTorch convention) are 1e-3 / 0.01 for TF-ported checkpoints.
+    ``bn_eps`` / ``bn_momentum`` (PyTorch convention) are 1e-3 / 0.01 for TF-ported checkpoints, which
+    also need ``same_padding=True`` (TensorFlow's "SAME": strided convs pad the odd pixel bottom/right).
     """
     return EfficientNet(
         num_classes,
@@ -150,6 +154,7 @@ def efficientnet(
         cifar=cifar,
         bn_eps=bn_eps,
         bn_momentum=bn_momentum,
+        same_padding=same_padding,
     )
 
 

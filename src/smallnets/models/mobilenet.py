@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from smallnets._checks import check_bool
+from smallnets._checks import check_bool, check_int
 from smallnets.layers import ClassifierHead, ConvNormAct, ModuleFactory, SmallNet, init_weights, make_divisible
 from smallnets.models._inverted import (
     InvertedBottleneck,
@@ -73,10 +73,13 @@ class MobileNetV1(SmallNet):
         separable: bool = True,
         drop_rate: float = 0.0,
         cifar: bool = False,
+        head_chs: int | None = None,
     ):
         super().__init__()
         check_common_knobs(width_mult=width_mult, depth_mult=depth_mult, drop_rate=drop_rate, cifar=cifar)
         check_bool("separable", separable)
+        if head_chs is not None:
+            check_int("head_chs", head_chs)
         table = scale_table(V1_TABLE, width_mult, depth_mult)  # alpha applies to every layer, stem included
         table = cifar_table(table) if cifar else table
         stem_chs = make_divisible(V1_STEM * width_mult, 8)
@@ -89,6 +92,9 @@ class MobileNetV1(SmallNet):
         self.stem = ConvNormAct(in_chans, stem_chs, 3, stride=1 if cifar else 2, act=V1_ACT)
         self.stages, self.num_features = build_stages(table, stem_chs, make_block)
         self.neck = nn.Identity()
+        if head_chs is not None:  # timm's "h" variants: a 1x1 conv-BN-ReLU head before pooling
+            self.neck = ConvNormAct(self.num_features, head_chs, 1, act=V1_ACT)
+            self.num_features = head_chs
         self.classifier = ClassifierHead(self.num_features, num_classes, drop_rate)
         init_weights(self)
 
@@ -151,13 +157,15 @@ def mobilenet_v1(
     separable: bool = True,
     drop_rate: float = 0.0,
     cifar: bool = False,
+    head_chs: int | None = None,
 ) -> MobileNetV1:
     """MobileNetV1. ``width_mult`` is the paper's alpha (channels ``make_divisible(c * alpha, 8)``).
 
     The paper's resolution multiplier rho is simply the input size (224, 192, 160, 128 px): the
     network is fully convolutional up to global pooling. ``depth_mult`` scales every stage's
     repeats (ceil), so compound scaling applies (EfficientNet Table 3). ``separable=False`` is
-    Table 4's "Conv MobileNet".
+    Table 4's "Conv MobileNet". ``head_chs`` adds a 1x1 conv head of that width before pooling (not
+    in the paper; timm's ``mobilenetv1_100h``).
     """
     return MobileNetV1(
         num_classes,
@@ -167,6 +175,7 @@ def mobilenet_v1(
         separable=separable,
         drop_rate=drop_rate,
         cifar=cifar,
+        head_chs=head_chs,
     )
 
 

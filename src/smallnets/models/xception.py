@@ -66,13 +66,14 @@ class XceptionBlock(nn.Module):
             widths = [in_chs] + [out_chs] * convs
         else:
             widths = [in_chs] * convs + [out_chs]
+        same_shape = in_chs == out_chs and stride == 1
+        # registered before the main path, as the reference implementations do (same state-dict order)
+        self.skip = nn.Identity() if same_shape else ConvNormAct(in_chs, out_chs, 1, stride, act=None)
         self.main = nn.Sequential()
         for i in range(convs):
             self.main.add_module(f"act{i + 1}", nn.ReLU() if start_with_relu or i > 0 else nn.Identity())
             self.main.add_module(f"sep{i + 1}", SeparableConvNormAct(widths[i], widths[i + 1]))
         self.pool = nn.MaxPool2d(3, stride=stride, padding=1) if stride != 1 else nn.Identity()
-        same_shape = in_chs == out_chs and stride == 1
-        self.skip = nn.Identity() if same_shape else ConvNormAct(in_chs, out_chs, 1, stride, act=None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.main(x)) + self.skip(x)

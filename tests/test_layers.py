@@ -1,0 +1,89 @@
+"""Shared layers: the fast strided depthwise path, TF "SAME" padding, channel shuffle in either memory format."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import smallnets
+from smallnets.layers import Conv2d, ConvNormAct, channel_shuffle
+
+
+def _grads(conv: Conv2d, x0: torch.Tensor, gy: torch.Tensor, *, autocast: bool, plain: bool = False):
+    x = x0.clone().requires_grad_()
+    conv.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        y = torch.nn.Conv2d.forward(conv, x) if plain else conv(x)
+    y.backward(gy.to(y.dtype))
+    return y.detach(), x.grad.float(), conv.weight.grad.clone()
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_strided_depthwise_under_bf16_autocast_is_at_least_as_accurate_as_the_plain_path(channels_last):
+    torch.manual_seed(0)
+    conv = Conv2d(16, 16, 3, 2, 1, groups=16, bias=False)
+    x0 = torch.randn(4, 16, 12, 12)
+    if channels_last:
+        x0 = x0.contiguous(memory_format=torch.channels_last)
+    gy = torch.randn(4, 16, 6, 6)
+    ref = _grads(conv, x0, gy, autocast=False)
+    fast = _grads(conv, x0, gy, autocast=True)
+    plain = _grads(conv, x0, gy, autocast=True, plain=True)
+    assert fast[0].dtype == plain[0].dtype == torch.bfloat16  # hands autocast's dtype on
+    for i in range(3):
+        err_fast = float((fast[i].float() - ref[i].float()).norm() / ref[i].float().norm())
+        err_plain = float((plain[i].float() - ref[i].float()).norm() / ref[i].float().norm())
+        assert err_fast < 5e-3 and err_fast <= err_plain * 1.01
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # inference keeps the plain (fast) path
+        assert torch.equal(conv(x0), torch.nn.Conv2d.forward(conv, x0))
+
+
+@pytest.mark.parametrize("size", [7, 8, 224, 225])
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_same_padding_matches_tensorflow(size, kernel):
+    torch.manual_seed(0)
+    unit = ConvNormAct(3, 4, kernel, 2, padding="same", norm=None, act=None)
+    conv = unit.conv
+    x = torch.randn(1, 3, size, size)
+    # TensorFlow: out = ceil(in / stride); pad_total = max((out - 1) * stride + k - in, 0), odd pixel after
+    out = -(-size // 2)
+    total = max((out - 1) * 2 + kernel - size, 0)
+    expected = F.conv2d(F.pad(x, [total // 2, total - total // 2] * 2), conv.weight, conv.bias, stride=2)
+    y = unit(x)
+    assert y.shape[-1] == out and torch.allclose(y, expected, atol=1e-6)
+    assert ConvNormAct(3, 4, 3, 1, padding="same").conv.padding == (1, 1)  # stride 1: plain symmetric padding
+    with pytest.raises(ValueError, match="padding must be 0 with same_padding=True"):
+        Conv2d(3, 4, 3, 2, 1, same_padding=True)
+
+
+def test_tf_efficientnet_differs_only_in_padding():
+    torch.manual_seed(0)
+    a = smallnets.create_model("efficientnet_b0", num_classes=10).eval()
+    b = smallnets.create_model("efficientnet_b0", num_classes=10, same_padding=True).eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert a(x).shape == b(x).shape
+        sa, sb = a.stem(x), b.stem(x)  # the stride-2 stem pads (0, 1) instead of (1, 1): shifted by a pixel
+        assert sa.shape == sb.shape and float((sa - sb).norm() / sa.norm()) > 0.1
+
+
+@pytest.mark.parametrize("groups", [2, 3])
+def test_channel_shuffle_is_the_same_permutation_in_either_memory_format(groups):
+    x = torch.randn(2, 12, 5, 4)
+    a = channel_shuffle(x, groups)
+    b = channel_shuffle(x.contiguous(memory_format=torch.channels_last), groups)
+    assert torch.equal(a, b) and b.is_contiguous(memory_format=torch.channels_last)
+    # channel j of the output is channel (j % groups) * (c / groups) + j // groups of the input
+    c = 12
+    assert all(torch.equal(a[:, j], x[:, (j % groups) * (c // groups) + j // groups]) for j in range(c))
+
+
+def test_mobilenet_v1_head_chs_adds_a_conv_head():
+    base = smallnets.create_model("mobilenet_v1")
+    headed = smallnets.create_model("mobilenet_v1", head_chs=1024)
+    extra = sum(p.numel() for p in headed.parameters()) - sum(p.numel() for p in base.parameters())
+    assert extra == 1024 * 1024 + 2 * 1024  # 1x1 conv without bias, BN scale and shift
+    with pytest.raises(ValueError, match="head_chs"):
+        smallnets.create_model("mobilenet_v1", head_chs=0)
