@@ -20,6 +20,9 @@ _LAZY = {
     "TrainConfig": "smallnets.training",
     "Trainer": "smallnets.training",
     "train": "smallnets.training",
+    "load_pretrained": "smallnets.pretrained",
+    "list_formats": "smallnets.pretrained",
+    "PretrainedMismatch": "smallnets.pretrained",
 }
 
 
@@ -48,6 +51,9 @@ __all__ = [
     "create_model",
     "evaluate",
     "evaluate_weights",
+    "list_formats",
+    "load_pretrained",
+    "PretrainedMismatch",
     "load_weights",
     "read_sidecar",
     "save_weights",

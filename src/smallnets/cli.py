@@ -1,4 +1,4 @@
-"""The ``smallnets`` command line: list, profile, compare, train, eval and predict."""
+"""The ``smallnets`` command line: list, profile, compare, train, eval, predict and convert."""
 
 from __future__ import annotations
 
@@ -264,10 +264,41 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_convert(args) -> int:
+    from smallnets.checkpoint import save_weights
+    from smallnets.pretrained import load_pretrained
+
+    model = load_pretrained(args.model, args.source, format=args.format, num_classes=args.num_classes,
+                            strict=False if args.partial else None, sha256=args.sha256, offline=args.offline or None)  # fmt: skip
+    meta = model.smallnets_meta
+    report = meta["load_report"]
+    save_weights(model, args.out, classes=meta["classes"], preprocessing=meta["preprocessing"],
+                 extra={"pretrained": meta["pretrained"], "load_report": report})  # fmt: skip
+    cfg = model.smallnets_config
+    knobs = ", ".join(f"{k}={v}" for k, v in cfg["knobs"].items() if v is not None) or "defaults"
+    params = sum(p.numel() for p in model.parameters())
+    print(f"{meta['pretrained']['format']} -> {cfg['name']} ({knobs}), {cfg['num_classes']} classes, {params / 1e6:.3f}M params")
+    prep = meta["preprocessing"]
+    print(f"preprocessing: resize {prep['resize']} ({prep['interpolation']}), center crop {prep['crop']}, mean {prep['mean']}, std {prep['std']}")
+    for title in ("missing", "unexpected", "shape_mismatch", "reinitialised"):
+        if report.get(title):
+            print(f"{title.replace('_', ' ')} ({len(report[title])}): {', '.join(report[title][:8])}")
+    print(f"wrote {args.out} and {args.out.rsplit('.', 1)[0]}.json")
+    return 0
+
+
 def cmd_predict(args) -> int:
     from smallnets.image_sets import find_images
     from smallnets.prediction import iter_predictions
 
+    if args.pretrained:
+        from smallnets.pretrained import load_pretrained
+
+        images = list(args.images)
+        if args.weights.startswith("-") or "." in args.weights or "/" in args.weights:
+            raise ValueError(f"with --pretrained the first argument must be a zoo model name (e.g. mobilenet_v2), got {args.weights!r}")
+        args.weights = load_pretrained(args.weights, args.pretrained, format=args.format, offline=args.offline or None).eval()
+        args.images = images
     paths = find_images(args.images)
     width = min(max(len(p) for p in paths), 60)
     failed, out = 0, []
@@ -366,13 +397,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="top-k classes of image files with a trained model",
         description="Directories are walked recursively for image files (sorted). Unreadable files are reported on stderr and skipped (exit code 1).",
     )
-    p.add_argument("weights", metavar="RUN_OR_WEIGHTS")
+    p.add_argument("weights", metavar="RUN_OR_WEIGHTS", help="run directory or .safetensors; with --pretrained, a zoo model name")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("--pretrained", metavar="SOURCE", help="torchvision / timm checkpoint: file, https URL or FORMAT=PATH")
+    p.add_argument("--format", help="checkpoint format, e.g. timm:tf_efficientnet_b0 (default: detected)")
+    p.add_argument("--offline", action="store_true", help="use the download cache only")
     p.add_argument("--top-k", type=int, default=5, help="classes per image (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     p.add_argument("--workers", type=int, help="decoding processes (default: up to 4 for large sets)")
     p.add_argument("--json", action="store_true", help="print a JSON list of {path, predictions: [{label, index, probability}]}")
+
+    p = sub.add_parser(
+        "convert",
+        help="convert a torchvision / timm checkpoint into smallnets safetensors + JSON sidecar",
+        description=(
+            "SOURCE is a .safetensors / .pth / .pt / .bin file (read without unpickling code), an https URL "
+            "(cached, resumable, checked against --sha256) or FORMAT=PATH. The format is detected from the keys "
+            "unless --format names it (TensorFlow ports such as timm:tf_efficientnet_b0 must be named)."
+        ),
+    )
+    p.add_argument("source", metavar="SOURCE")
+    p.add_argument("out", metavar="OUT.safetensors")
+    p.add_argument("--format", help="e.g. torchvision:mobilenet_v2, timm:tf_efficientnet_b3 (default: detected)")
+    p.add_argument("--model", help="smallnets model to fill (default: the format's)")
+    p.add_argument("--num-classes", type=int, help="a new classifier for this many classes (re-initialised)")
+    p.add_argument("--partial", action="store_true", help="load what fits and report the rest instead of failing")
+    p.add_argument("--sha256", help="expected SHA-256 of the checkpoint file")
+    p.add_argument("--offline", action="store_true", help="use the download cache only")
     return parser
 
 
@@ -392,12 +444,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_eval(args)
         if args.command == "predict":
             return cmd_predict(args)
+        if args.command == "convert":
+            return cmd_convert(args)
         return cmd_compare(args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
-        print(f"smallnets {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # e.g. piped into `head`
         return 0
+    except (ValueError, TypeError, OSError) as exc:  # OSError: missing files, failed downloads
+        print(f"smallnets {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -153,15 +153,25 @@ def resolve_knobs(name: str, knobs: Mapping[str, Any]) -> dict[str, Any]:
     return {**info.knobs, **knobs}
 
 
-def create_model(name: str, num_classes: int | None = None, in_chans: int | None = None, **knobs: Any) -> nn.Module:
+def create_model(name: str, num_classes: int | None = None, in_chans: int | None = None, *, pretrained: Any = None, **knobs: Any) -> nn.Module:
     """Build a zoo model by name, e.g. ``create_model('mobilenet_v1', width_mult=0.5)``.
 
     ``num_classes`` and ``in_chans`` default to the entry's own (1000 ImageNet classes and RGB,
     or 10 classes for the CIFAR designs).
 
+    ``pretrained``: a torchvision / timm checkpoint (file, https URL, ``FORMAT=PATH``) loaded with
+    :func:`smallnets.load_pretrained`; ``num_classes`` then defaults to the checkpoint's, and a
+    different number gets a new classifier.
+
     The returned module records how it was built in ``model.smallnets_config``
     (name, num_classes, in_chans and every knob), so it can be saved and rebuilt.
     """
+    if pretrained is not None:
+        if in_chans not in (None, 3):
+            raise ValueError(f"in_chans must be 3 with pretrained weights (they were trained on RGB), got {in_chans!r}")
+        from smallnets.pretrained import load_pretrained
+
+        return load_pretrained(name, pretrained, num_classes=num_classes, **knobs)
     info = model_info(name)
     params = inspect.signature(info.builder).parameters
     num_classes = params["num_classes"].default if num_classes is None else num_classes

@@ -86,14 +86,17 @@ def image_size(source: str | os.PathLike | bytes) -> tuple[int, int] | None:
         return None
 
 
-def resize_shorter(img: Image.Image, size: int) -> Image.Image:
+INTERPOLATIONS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
+
+
+def resize_shorter(img: Image.Image, size: int, interpolation: str = INTERPOLATION) -> Image.Image:
     """Resize so the shorter side is ``size`` (longer side truncated, as torchvision's Resize(int))."""
     w, h = img.size
     short, long = (w, h) if w <= h else (h, w)
     if short == size:
         return img
     new_long = int(size * long / short)
-    return img.resize((size, new_long) if w <= h else (new_long, size), Image.BILINEAR)
+    return img.resize((size, new_long) if w <= h else (new_long, size), INTERPOLATIONS[interpolation])
 
 
 def center_crop(img: Image.Image, size: int) -> Image.Image:
@@ -155,19 +158,20 @@ def normalize(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torc
 class EvalTransform:
     """PIL image -> normalised float CHW: resize shorter side, center crop, normalise (picklable for workers)."""
 
-    def __init__(self, *, resize: int, crop: int, mean, std):
+    def __init__(self, *, resize: int, crop: int, mean, std, interpolation: str = INTERPOLATION):
         self.resize, self.crop = int(resize), int(crop)
         self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        self.interpolation = interpolation
         self._shift, self._scale = norm_constants(self.mean, self.std)
 
     def uint8(self, img: Image.Image) -> torch.Tensor:
-        return to_uint8_chw(center_crop(resize_shorter(to_rgb(img), self.resize), self.crop))
+        return to_uint8_chw(center_crop(resize_shorter(to_rgb(img), self.resize, self.interpolation), self.crop))
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
         return normalize(self.uint8(img).unsqueeze(0), self._shift, self._scale)[0]
 
     def __repr__(self) -> str:
-        return f"EvalTransform(resize={self.resize}, crop={self.crop}, mean={self.mean}, std={self.std})"
+        return f"EvalTransform(resize={self.resize}, crop={self.crop}, mean={self.mean}, std={self.std}, interpolation={self.interpolation!r})"
 
 
 def make_eval_transform(preprocessing: Mapping) -> EvalTransform:
@@ -178,8 +182,8 @@ def make_eval_transform(preprocessing: Mapping) -> EvalTransform:
     if missing:
         raise ValueError(f"preprocessing is missing {', '.join(map(repr, missing))}; got keys {sorted(preprocessing)}")
     interp = preprocessing.get("interpolation", INTERPOLATION)
-    if interp != INTERPOLATION:
-        raise ValueError(f"preprocessing['interpolation'] must be {INTERPOLATION!r}, got {interp!r}")
+    if interp not in INTERPOLATIONS:
+        raise ValueError(f"preprocessing['interpolation'] must be one of {sorted(INTERPOLATIONS)}, got {interp!r}")
     resize, crop = preprocessing["resize"], preprocessing["crop"]
     for key, value in (("resize", resize), ("crop", crop)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -192,4 +196,4 @@ def make_eval_transform(preprocessing: Mapping) -> EvalTransform:
             raise ValueError(f"preprocessing[{key!r}] must be 3 numbers (R, G, B), got {value!r}")
     if any(float(v) <= 0 for v in preprocessing["std"]):
         raise ValueError(f"preprocessing['std'] must be > 0, got {preprocessing['std']!r}")
-    return EvalTransform(resize=resize, crop=crop, mean=preprocessing["mean"], std=preprocessing["std"])
+    return EvalTransform(resize=resize, crop=crop, mean=preprocessing["mean"], std=preprocessing["std"], interpolation=interp)

@@ -82,10 +82,18 @@ class TrainConfig:
     out: str = "runs"  # parent folder of run directories
     name: str | None = None  # run directory name; None: MODEL-YYYYmmdd-HHMMSS
     progress: bool = True  # progress bar on stderr
+    # transfer learning
+    pretrained: str | None = None  # torchvision / timm checkpoint: file, https URL or FORMAT=PATH
+    pretrained_format: str | None = None  # e.g. timm:tf_efficientnet_b0 (default: detected)
+    freeze: str | None = None  # "backbone" (linear probe), or a stage ("stages.2"): it and all before it
+    backbone_lr_scale: float = 1.0  # learning rate of the pretrained layers relative to the new classifier
 
 
 def check_train_config(cfg: TrainConfig) -> None:
     check_int("epochs", cfg.epochs, 1)
+    check_range("backbone_lr_scale", cfg.backbone_lr_scale, 0.0, 1e3)
+    if (cfg.freeze is not None or cfg.backbone_lr_scale != 1.0 or cfg.pretrained_format is not None) and not cfg.pretrained:
+        raise ValueError("freeze, backbone_lr_scale and pretrained_format apply to fine-tuning: give pretrained=SOURCE too")
     check_choice("optimizer", cfg.optimizer, OPTIMIZERS)
     check_choice("schedule", cfg.schedule, SCHEDULES)
     check_choice("precision", cfg.precision, PRECISIONS)

@@ -49,9 +49,25 @@ def param_groups(model: nn.Module, weight_decay: float, *, decay_norm_and_bias: 
     return groups
 
 
+def split_head(groups: list[dict], head_prefix: str, backbone_lr_scale: float) -> list[dict]:
+    """Each group split into pretrained layers (``lr_scale = backbone_lr_scale``) and the new head (1.0)."""
+    if backbone_lr_scale == 1.0:
+        return groups
+    out = []
+    for g in groups:
+        for is_head in (False, True):
+            pairs = [(n, p) for n, p in zip(g["names"], g["params"]) if (n == head_prefix or n.startswith(head_prefix + ".")) == is_head]
+            if pairs:
+                out.append({**g, "params": [p for _, p in pairs], "names": [n for n, _ in pairs], "lr_scale": 1.0 if is_head else backbone_lr_scale})
+    return out
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
     wd = cfg.weight_decay if cfg.weight_decay is not None else DEFAULT_WD[cfg.optimizer]
     groups = param_groups(model, wd, decay_norm_and_bias=cfg.decay_norm_and_bias, decay_depthwise=cfg.decay_depthwise)
+    groups = split_head(groups, "classifier", cfg.backbone_lr_scale)
+    if not groups:
+        raise ValueError("no trainable parameters: freeze leaves nothing to train")
     for g in groups:
         g.pop("names")
     if cfg.optimizer == "sgd":
@@ -94,7 +110,7 @@ class Schedule:
     def apply(self, optimizer: torch.optim.Optimizer, step: int, base_lr: float) -> float:
         lr = base_lr * self.factor(step, base_lr)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         return lr
 
 

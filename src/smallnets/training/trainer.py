@@ -136,8 +136,13 @@ class Trainer:
         self.classes = list(self.data.classes)
         self.num_classes = len(self.classes)
         knobs = dict(config.model.knobs)
-        self.model = create_model(config.model.name, num_classes=self.num_classes, **knobs)
+        self.pretrained_report: dict | None = None
+        if cfg.pretrained:
+            self.model = self._pretrained_model(config.model.name, knobs, loading=_resume_state is None)
+        else:
+            self.model = create_model(config.model.name, num_classes=self.num_classes, **knobs)
         self.model_config = self.model.smallnets_config
+        self.frozen_modules = freeze_layers(self.model, cfg.freeze) if cfg.freeze else []
         self.model.to(self.device)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -196,6 +201,24 @@ class Trainer:
         config = RunConfig.from_dict(raw, where=str(run_dir / "config.json"))
         state = load_state(state_path)
         return cls(config, run_dir=run_dir, _resume_state=state)
+
+    def _pretrained_model(self, name: str, knobs: dict, *, loading: bool) -> nn.Module:
+        """The model with the checkpoint's knobs (the user's win) and, unless resuming, its weights; a new classifier."""
+        from smallnets.pretrained import detect_format, get_format, load_pretrained, read_checkpoint, resolve_source
+
+        cfg = self.config.train
+        path, fmt = resolve_source(cfg.pretrained, format=cfg.pretrained_format, progress=cfg.progress and self.dist.is_main)
+        if fmt is None:
+            fmt = get_format(detect_format(read_checkpoint(path)))
+        model = create_model(name, num_classes=self.num_classes, **{**fmt.knobs, **knobs})
+        if loading:  # a resumed run takes every weight from its own state
+            load_pretrained(model, path, format=fmt.name)
+            self.pretrained_report = {"format": fmt.name, "source": cfg.pretrained, **model.smallnets_meta["load_report"]}
+            if self.dist.is_main and cfg.progress:
+                new = model.smallnets_meta["load_report"]["reinitialised"]
+                print(f"loaded {fmt.name} weights from {cfg.pretrained}" + (f"; new classifier ({', '.join(new)})" if new else ""),
+                      file=sys.stderr, flush=True)  # fmt: skip
+        return model
 
     def _seed_everything(self, seed: int) -> None:
         random.seed(seed)
@@ -290,6 +313,8 @@ class Trainer:
             },
             "skipped_files": self.data.skipped,
         }
+        if self.pretrained_report is not None:
+            info["pretrained"] = self.pretrained_report
         atomic_write_text(self.run_dir / "run.json", json.dumps(info, indent=2))
 
     # --- state ----------------------------------------------------------------------------------
@@ -452,6 +477,8 @@ class Trainer:
     def _train_epoch(self, max_steps: int | None) -> dict:
         cfg = self.config.train
         self.ddp.train()
+        for module in self.frozen_modules:  # frozen layers keep their BatchNorm statistics too
+            module.eval()
         total = self.steps_per_epoch
         prog = Progress(total, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", enabled=cfg.progress and self.dist.is_main)
         prog.count = self.batch
@@ -573,6 +600,25 @@ def threading_main() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
+
+
+def freeze_layers(model: nn.Module, freeze: str) -> list[nn.Module]:
+    """Stop gradients to the backbone (``'backbone'``: all but the classifier) or to the stem and every
+    stage up to and including ``freeze`` (e.g. ``'stages.2'``); returns the frozen modules."""
+    stage_names = [f"stages.{i}" for i in range(len(getattr(model, "stages", [])))]
+    if freeze == "backbone":
+        frozen = [m for n, m in model.named_children() if n != "classifier"]
+    elif freeze in stage_names:
+        last = stage_names.index(freeze)
+        frozen = [model.stem, *list(model.stages)[: last + 1]]
+    elif freeze == "stem" and hasattr(model, "stem"):
+        frozen = [model.stem]
+    else:
+        raise ValueError(f"freeze must be 'backbone', 'stem' or one of {', '.join(stage_names)}, got {freeze!r}")
+    for module in frozen:
+        for p in module.parameters():
+            p.requires_grad_(False)
+    return frozen
 
 
 def split_options(options: dict[str, Any]) -> tuple[dict, dict, dict]:

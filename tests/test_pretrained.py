@@ -1,0 +1,182 @@
+"""Pretrained checkpoints: the reference fixtures reproduce their logits; every manifest format loads."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+
+import smallnets
+from smallnets.pretrained import (
+    FORMATS,
+    PretrainedMismatch,
+    convert_state_dict,
+    detect_format,
+    get_format,
+    imagenet_classes,
+    load_pretrained,
+    read_checkpoint,
+    source_modules,
+)
+
+from conftest import SHARED
+
+INTEROP = SHARED / "reference" / "interop"
+if not (INTEROP / "manifests.json").is_file():  # CI always has ../shared; conftest fails it there when missing
+    pytest.skip(f"interop fixtures not available at {INTEROP} (set SMALLNETS_SHARED)", allow_module_level=True)
+FIXTURES = sorted(p.name.removesuffix(".weights.safetensors") for p in INTEROP.glob("*.weights.safetensors"))
+MANIFESTS = json.loads((INTEROP / "manifests.json").read_text())
+
+
+def _rel(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((out - ref).norm() / ref.norm())
+
+
+@pytest.mark.parametrize("fixture", FIXTURES)
+def test_fixture_logits_match_the_reference(fixture):
+    fmt = fixture.replace("__", ":")
+    weights = INTEROP / f"{fixture}.weights.safetensors"
+    io = safetensors.torch.load_file(str(INTEROP / f"{fixture}.io.safetensors"))
+    # the format is detected from the keys alone (tf_ variants aside, which must be named)
+    src = read_checkpoint(weights)
+    assert detect_format(src) == fmt
+    model = load_pretrained(get_format(fmt).model, weights).eval()
+    with torch.no_grad():
+        out = model(io["input"])
+    assert out.shape == io["logits"].shape
+    assert _rel(out, io["logits"]) < 1e-4
+    assert model.smallnets_meta["pretrained"]["format"] == fmt
+    assert model.smallnets_meta["load_report"]["missing"] == [] and model.smallnets_meta["load_report"]["unexpected"] == []
+
+
+def _manifest_state(fmt: str) -> dict[str, torch.Tensor]:
+    """The format's keys and shapes as meta tensors, in a shuffled order (safetensors files store keys sorted)."""
+    items = [(k, torch.empty(shape, dtype=getattr(torch, dtype), device="meta")) for k, shape, dtype in MANIFESTS[fmt]["state_dict"]]
+    random.Random(0).shuffle(items)
+    return dict(items)
+
+
+@pytest.mark.parametrize("fmt", sorted(MANIFESTS))
+def test_manifest_formats_convert_key_for_key(fmt):
+    spec = get_format(fmt)
+    src = _manifest_state(fmt)
+    # the library's module order is recovered from the key names alone
+    order = []
+    for key, _, _ in MANIFESTS[fmt]["state_dict"]:
+        module = key.rpartition(".")[0]
+        if not order or order[-1] != module:
+            order.append(module)
+    assert [m for m, _ in source_modules(list(src))] == order
+    with torch.device("meta"):
+        model = smallnets.create_model(spec.model, **spec.knobs)
+    state, report = convert_state_dict(src, model, strict=True)
+    assert report == {"missing": [], "unexpected": [], "shape_mismatch": []}
+    assert set(state) == set(model.state_dict())
+    assert sum(p.numel() for p in model.parameters()) == MANIFESTS[fmt]["num_params"]
+    if spec.detect:
+        assert detect_format(src) == fmt
+
+
+def test_a_checkpoint_for_another_model_is_refused_with_the_first_divergence():
+    src = _manifest_state("torchvision:mobilenet_v2")
+    with torch.device("meta"):
+        model = smallnets.create_model("mobilenet_v2", width_mult=1.4)
+    with pytest.raises(PretrainedMismatch, match=r"shape mismatch \(\d+\): stem.conv.weight"):
+        convert_state_dict(src, model, strict=True)
+    with torch.device("meta"):
+        other = smallnets.create_model("shufflenet_v2")
+    with pytest.raises(PretrainedMismatch, match=r"module \d+: checkpoint 'classifier.1' has \['bias', 'weight'\], model 'stages"):
+        convert_state_dict(src, other)
+
+
+def test_tf_variants_are_named_not_detected():
+    assert not FORMATS["timm:tf_efficientnet_b0"].detect
+    assert FORMATS["timm:tf_efficientnet_b0"].knobs == {"same_padding": True, "bn_eps": 1e-3}
+
+
+def test_imagenet_classes_ship_with_the_package():
+    names = imagenet_classes()
+    assert len(names) == 1000 and names[0] == "tench" and names[-1] == "toilet tissue"
+
+
+# ------------------------------------------------------------------------------------------------
+# Fine-tuning, conversion and prediction from the command line
+
+SQUEEZE = INTEROP / "torchvision__squeezenet1_1.weights.safetensors"
+
+
+def _tiny_run(tmp_path, **train):
+    from test_train import make_image_folder
+
+    from smallnets.training import RunConfig, Trainer
+
+    data = make_image_folder(tmp_path / "shapes", per_class=8, size=64)
+    raw = {
+        "model": {"name": "squeezenet1_1"},
+        "data": {"path": str(data), "batch_size": 8, "val_fraction": 0.25, "pipeline": "tensor", "cache_dir": str(tmp_path / "cache")},
+        "train": {"epochs": 1, "lr": 0.01, "precision": "fp32", "progress": False, "out": str(tmp_path), "pretrained": str(SQUEEZE), **train},
+    }
+    return Trainer(RunConfig.from_dict(raw))
+
+
+def test_linear_probe_trains_only_the_new_classifier(tmp_path):
+    trainer = _tiny_run(tmp_path, name="probe", freeze="backbone")
+    reference = load_pretrained("squeezenet1_1", SQUEEZE).state_dict()
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    # the backbone arrives with the checkpoint's weights; the 4-class classifier is new
+    assert all(torch.equal(before[k], reference[k]) for k in reference if not k.startswith("classifier"))
+    assert before["classifier.conv10.conv.weight"].shape[0] == 4
+    result = trainer.fit()
+    after = trainer.model.state_dict()
+    backbone = [k for k in after if not k.startswith("classifier")]
+    assert all(torch.equal(after[k], before[k]) for k in backbone)  # weights and BN statistics alike
+    assert not torch.equal(after["classifier.conv10.conv.weight"], before["classifier.conv10.conv.weight"])
+    info = json.loads((result.run_dir / "run.json").read_text())
+    assert info["pretrained"]["format"] == "torchvision:squeezenet1_1"
+    assert info["pretrained"]["reinitialised"] == ["classifier.conv10.conv.weight", "classifier.conv10.conv.bias"]
+
+
+def test_backbone_learning_rate_scale_and_stage_freezing(tmp_path):
+    trainer = _tiny_run(tmp_path, name="scaled", backbone_lr_scale=0.1, freeze="stages.0")
+    trainer.fit(max_steps=1)
+    lrs = sorted({round(g["lr"] / trainer.base_lr, 6) for g in trainer.optimizer.param_groups if g["lr"] > 0})
+    assert lrs[-1] == pytest.approx(10 * lrs[0])
+    frozen = [n for n, p in trainer.model.named_parameters() if not p.requires_grad]
+    assert frozen and all(n.startswith(("stem.", "stages.0.")) for n in frozen)
+    with pytest.raises(ValueError, match="freeze must be 'backbone', 'stem' or one of stages.0"):
+        _tiny_run(tmp_path, name="bad", freeze="stages.99")
+
+
+def test_convert_then_predict_from_the_command_line(tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    out = tmp_path / "mv2.safetensors"
+    weights = INTEROP / "torchvision__mobilenet_v2.weights.safetensors"
+    done = subprocess.run([sys.executable, "-m", "smallnets", "convert", str(weights), str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "torchvision:mobilenet_v2 -> mobilenet_v2" in done.stdout
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["preprocessing"]["crop"] == 224 and sidecar["extra"]["pretrained"]["format"] == "torchvision:mobilenet_v2"
+    # the converted file gives the reference logits through load_weights
+    io = safetensors.torch.load_file(str(INTEROP / "torchvision__mobilenet_v2.io.safetensors"))
+    model = smallnets.load_weights(out).eval()
+    with torch.no_grad():
+        assert _rel(model(io["input"]), io["logits"]) < 1e-4
+    img = tmp_path / "cat.png"
+    Image.fromarray((np.random.default_rng(0).random((300, 260, 3)) * 255).astype(np.uint8)).save(img)
+    done = subprocess.run([sys.executable, "-m", "smallnets", "predict", "--pretrained", str(weights), "mobilenet_v2", str(img), "--top-k", "3", "--json"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    preds = json.loads(done.stdout)[0]["predictions"]
+    assert len(preds) == 3 and sum(p["probability"] for p in preds) <= 1.0
+    # refusals name the problem
+    bad = subprocess.run([sys.executable, "-m", "smallnets", "convert", str(weights), str(tmp_path / "x.safetensors"), "--model", "shufflenet_v2"],
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2 and "does not fit the model ShuffleNetV2" in bad.stderr
