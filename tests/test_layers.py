@@ -87,3 +87,19 @@ def test_mobilenet_v1_head_chs_adds_a_conv_head():
     assert extra == 1024 * 1024 + 2 * 1024  # 1x1 conv without bias, BN scale and shift
     with pytest.raises(ValueError, match="head_chs"):
         smallnets.create_model("mobilenet_v1", head_chs=0)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "shufflenet_v2", "densenet121", "efficientnet_b0"])
+def test_stage_feature_maps_with_channels_and_strides(name):
+    model = smallnets.create_model(name).eval()
+    info = model.feature_info()
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        maps = model.forward_stages(x)
+        features = model.forward_features(x)
+    assert len(info) == len(maps) == len(model.stages)
+    for spec, fmap in zip(info, maps):
+        assert fmap.shape[1] == spec["channels"] and 96 // fmap.shape[-1] == spec["stride"]
+    assert [s["stride"] for s in info] == sorted(s["stride"] for s in info) and info[-1]["stride"] == 32
+    with torch.no_grad():  # the last stage feeds the neck: forward_features is neck(last map)
+        assert torch.allclose(model.neck(maps[-1]), features)

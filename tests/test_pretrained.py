@@ -180,3 +180,58 @@ def test_convert_then_predict_from_the_command_line(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "smallnets", "convert", str(weights), str(tmp_path / "x.safetensors"), "--model", "shufflenet_v2"],
                          capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 2 and "does not fit the model ShuffleNetV2" in bad.stderr
+
+
+@pytest.fixture
+def weights_server():
+    import hashlib
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from test_data import _RangeHandler
+
+    payload = (INTEROP / "torchvision__squeezenet1_1.weights.safetensors").read_bytes()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _RangeHandler)
+    httpd.payload, httpd.ranges = payload, []
+    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}/squeezenet1_1.safetensors"
+    httpd.sha256 = hashlib.sha256(payload).hexdigest()
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_url_sources_download_once_verify_and_work_offline(tmp_path, weights_server):
+    from smallnets.data.download import ChecksumError
+
+    cache = tmp_path / "cache"
+    model = load_pretrained("squeezenet1_1", weights_server.url, sha256=weights_server.sha256, cache_dir=cache, progress=False)
+    assert model.smallnets_meta["pretrained"]["format"] == "torchvision:squeezenet1_1"
+    assert len(weights_server.ranges) == 1
+    # cached: offline mode and a second load make no request
+    load_pretrained("squeezenet1_1", weights_server.url, sha256=weights_server.sha256, cache_dir=cache, offline=True, progress=False)
+    assert len(weights_server.ranges) == 1
+    with pytest.raises(FileNotFoundError, match="offline: .* is not in the cache"):
+        load_pretrained("squeezenet1_1", weights_server.url + "?v=2", cache_dir=cache, offline=True)
+    with pytest.raises(ChecksumError):
+        load_pretrained("squeezenet1_1", weights_server.url, sha256="0" * 64, cache_dir=tmp_path / "other", progress=False)
+    assert not list((tmp_path / "other").glob("*.safetensors"))  # a file that fails its checksum is never kept
+    with pytest.raises(ValueError, match="sha256 must be 64 lowercase hex digits"):
+        load_pretrained("squeezenet1_1", weights_server.url, sha256="abc", cache_dir=cache)
+
+
+def test_pth_files_load_without_unpickling_code(tmp_path):
+    src = read_checkpoint(SQUEEZE)
+    good = tmp_path / "squeezenet1_1.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in src.items()}}, good)  # wrapped, DataParallel prefix
+    assert set(read_checkpoint(good)) == set(src)
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("pickled code ran",))
+
+    evil = tmp_path / "evil.pth"
+    torch.save({"weights": Payload()}, evil)
+    with pytest.raises(ValueError, match=r"weights_only=True"):
+        read_checkpoint(evil)

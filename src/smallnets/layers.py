@@ -218,6 +218,29 @@ class SmallNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.neck(self.stages(self.stem(x)))
 
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The feature map after each stage, in order (inputs for detection or segmentation heads)."""
+        x = self.stem(x)
+        outs = []
+        for stage in self.stages:
+            x = stage(x)
+            outs.append(x)
+        return outs
+
+    def feature_info(self, input_size: int = 64) -> list[dict]:
+        """For each stage: its name (``stages.i``), output channels and stride (input side / output side),
+        measured with one small forward pass of an ``input_size`` image."""
+        in_chans = getattr(self, "smallnets_config", {}).get("in_chans", 3)
+        param = next(self.parameters())
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                maps = self.forward_stages(torch.zeros(1, in_chans, input_size, input_size, device=param.device, dtype=param.dtype))
+        finally:
+            self.train(was_training)
+        return [{"name": f"stages.{i}", "channels": m.shape[1], "stride": round(input_size / m.shape[-1])} for i, m in enumerate(maps)]
+
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(x)
 

@@ -290,6 +290,7 @@ def _pair(src: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> t
     ours = model_modules(own)
     mapping: dict[str, str] = {}
     problems: list[str] = []
+    first_shape: str | None = None  # where the layouts part, when the names still pair up
     for i, ((s_mod, s_params), (o_mod, o_params)) in enumerate(zip(theirs, ours)):
         s_set, o_set = set(s_params) - _OPTIONAL, set(o_params) - _OPTIONAL
         if s_set != o_set:
@@ -298,7 +299,10 @@ def _pair(src: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> t
         for p in o_params:
             s_key = f"{s_mod}.{p}" if s_mod else p
             if s_key in src:
-                mapping[s_key] = f"{o_mod}.{p}" if o_mod else p
+                o_key = f"{o_mod}.{p}" if o_mod else p
+                mapping[s_key] = o_key
+                if first_shape is None and own[o_key].numel() and tuple(src[s_key].shape) != tuple(own[o_key].shape):
+                    first_shape = f"first shape mismatch: checkpoint {s_key} {tuple(src[s_key].shape)} vs model {o_key} {tuple(own[o_key].shape)}"
     if not problems and len(theirs) != len(ours):
         extra = theirs[len(ours):] if len(theirs) > len(ours) else []
         missing = ours[len(theirs):] if len(ours) > len(theirs) else []
@@ -306,6 +310,8 @@ def _pair(src: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> t
             problems.append(f"the checkpoint has {len(extra)} more module(s) than the model: {', '.join(m for m, _ in extra[:5])}")
         if missing:
             problems.append(f"the model has {len(missing)} more module(s) than the checkpoint: {', '.join(m for m, _ in missing[:5])}")
+    if problems and first_shape is not None:
+        problems.insert(0, first_shape)
     return mapping, problems
 
 
