@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import numpy as np
 import pytest
@@ -235,3 +236,36 @@ def test_pth_files_load_without_unpickling_code(tmp_path):
     torch.save({"weights": Payload()}, evil)
     with pytest.raises(ValueError, match=r"weights_only=True"):
         read_checkpoint(evil)
+
+
+def test_hub_style_names_are_checked_against_their_sha256_prefix(tmp_path, weights_server):
+    from smallnets.data.download import ChecksumError
+
+    right = f"{weights_server.url.rsplit('/', 1)[0]}/squeezenet1_1-{weights_server.sha256[:8]}.safetensors"
+    wrong = f"{weights_server.url.rsplit('/', 1)[0]}/squeezenet1_1-deadbeef.safetensors"
+    assert load_pretrained("squeezenet1_1", right, cache_dir=tmp_path, progress=False).smallnets_meta["load_report"]["missing"] == []
+    with pytest.raises(ChecksumError, match="does not start with deadbeef"):
+        load_pretrained("squeezenet1_1", wrong, cache_dir=tmp_path, progress=False)
+    assert not [p for p in tmp_path.iterdir() if "deadbeef" in p.name]  # the bad download is not kept
+
+
+def test_torchvision_legacy_densenet_keys_load(tmp_path):
+    weights = INTEROP / "torchvision__densenet121.weights.safetensors"
+    src = read_checkpoint(weights)
+    legacy = {re.sub(r"(denselayer\d+\.)(norm|conv)([12])\.", r"\1\2.\3.", k): v for k, v in src.items()}
+    assert any(".norm.1." in k for k in legacy)
+    path = tmp_path / "densenet121-legacy.pth"
+    torch.save(legacy, path)
+    io = safetensors.torch.load_file(str(INTEROP / "torchvision__densenet121.io.safetensors"))
+    model = load_pretrained("densenet121", path).eval()
+    with torch.no_grad():
+        assert _rel(model(io["input"]), io["logits"]) < 1e-4
+
+
+def test_a_format_name_alone_means_its_published_weights(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"offline: https://download.pytorch.org/models/mobilenet_v2-b0353104.pth is not in the cache"):
+        load_pretrained(None, "torchvision:mobilenet_v2", cache_dir=tmp_path, offline=True)
+    with pytest.raises(ValueError, match="no published URL is known for timm:mobilenetv1_100"):
+        load_pretrained(None, "timm:mobilenetv1_100", cache_dir=tmp_path, offline=True)
+    with pytest.raises(ValueError, match="format must be one of the known checkpoint formats"):
+        load_pretrained(None, SQUEEZE, format="torchvision:squeezenet9")

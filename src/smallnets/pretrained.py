@@ -71,7 +71,7 @@ class WeightFormat:
     preprocessing: Mapping[str, Any]
     first_module: str  # the checkpoint's first module (tells the libraries' layouts apart)
     detect: bool = True  # False: same keys and shapes as another format; only chosen when named
-    url: str | None = None  # published weights, where known
+    url: str | None = None  # published weights, where known (torch.hub names carry a SHA-256 prefix: NAME-<hex>.pth)
     sha256: str | None = None
     notes: str = ""
     aliases: tuple[str, ...] = field(default_factory=tuple)
@@ -80,15 +80,21 @@ class WeightFormat:
 def _formats() -> dict[str, WeightFormat]:
     out: list[WeightFormat] = []
     tv = "torchvision"
+    hub = "https://download.pytorch.org/models/"
     out += [
-        WeightFormat(f"{tv}:squeezenet1_0", "squeezenet1_0", {}, _prep(224, 256, "bilinear"), "features.0"),
-        WeightFormat(f"{tv}:squeezenet1_1", "squeezenet1_1", {}, _prep(224, 256, "bilinear"), "features.0"),
-        WeightFormat(f"{tv}:mobilenet_v2", "mobilenet_v2", {}, _prep(224, 256, "bilinear"), "features.0.0"),
+        WeightFormat(f"{tv}:squeezenet1_0", "squeezenet1_0", {}, _prep(224, 256, "bilinear"), "features.0", url=hub + "squeezenet1_0-b66bff10.pth"),
+        WeightFormat(f"{tv}:squeezenet1_1", "squeezenet1_1", {}, _prep(224, 256, "bilinear"), "features.0", url=hub + "squeezenet1_1-b8a52dc0.pth"),
+        WeightFormat(f"{tv}:mobilenet_v2", "mobilenet_v2", {}, _prep(224, 256, "bilinear"), "features.0.0", url=hub + "mobilenet_v2-b0353104.pth"),
     ]
+    shuffle_files = {"x0_5": "shufflenetv2_x0.5-f707e7126e.pth", "x1_0": "shufflenetv2_x1-5666bf0f80.pth",
+                     "x1_5": "shufflenetv2_x1_5-3c479a10.pth", "x2_0": "shufflenetv2_x2_0-8be3c8ee.pth"}  # fmt: skip
     for tag, width, resize in (("x0_5", 0.5, 256), ("x1_0", 1.0, 256), ("x1_5", 1.5, 232), ("x2_0", 2.0, 232)):
-        out.append(WeightFormat(f"{tv}:shufflenet_v2_{tag}", "shufflenet_v2", {"width_mult": width}, _prep(224, resize, "bilinear"), "conv1.0"))
+        out.append(WeightFormat(f"{tv}:shufflenet_v2_{tag}", "shufflenet_v2", {"width_mult": width}, _prep(224, resize, "bilinear"), "conv1.0",
+                                url=hub + shuffle_files[tag]))  # fmt: skip
+    dense_files = {121: "densenet121-a639ec97.pth", 161: "densenet161-8d451a50.pth", 169: "densenet169-b2777c0a.pth", 201: "densenet201-c1103571.pth"}
     for depth in (121, 161, 169, 201):
-        out.append(WeightFormat(f"{tv}:densenet{depth}", f"densenet{depth}", {}, _prep(224, 256, "bilinear"), "features.conv0"))
+        out.append(WeightFormat(f"{tv}:densenet{depth}", f"densenet{depth}", {}, _prep(224, 256, "bilinear"), "features.conv0",
+                                url=hub + dense_files[depth]))  # fmt: skip
     # torchvision's EfficientNet B0-B7 (IMAGENET1K_V1): crop / resize sizes, bicubic
     for i, (crop, resize) in enumerate(((224, 256), (240, 256), (288, 288), (300, 320), (380, 384), (456, 456), (528, 528), (600, 600))):
         out.append(WeightFormat(f"{tv}:efficientnet_b{i}", f"efficientnet_b{i}", {}, _prep(crop, resize, "bicubic"), "features.0.0"))
@@ -196,7 +202,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise ValueError(f"{path} does not hold a state dict of tensors")
     if all(k.startswith("module.") for k in sd):
         sd = {k[len("module."):]: v for k, v in sd.items()}
-    return dict(sd)
+    # torchvision's published DenseNet files predate its module names: 'norm.1' is today's 'norm1'
+    legacy = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12])\.(weight|bias|running_mean|running_var|num_batches_tracked)$")
+    return {legacy.sub(r"\1\2.\3", k): v for k, v in sd.items()}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -440,11 +448,17 @@ def fetch_checkpoint(
     tag = hashlib.sha256(url.encode()).hexdigest()[:12]  # two URLs ending in the same file name never collide
     dest = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     dest = dest / f"{tag}-{name}"
+    # torch.hub's convention: NAME-<first hex digits of the SHA-256>.EXT, checked when no full digest is given
+    m = re.search(r"-([0-9a-f]{8,64})\.[a-z]+$", name)
+    prefix = m.group(1) if m and sha256 is None else None
     offline = _offline_default() if offline is None else offline
     if not dest.exists():
         if offline:
             raise FileNotFoundError(f"offline: {url} is not in the cache ({dest}); download it once online, or pass a local file")
         download(url, dest, sha256=sha256, progress=progress)
+        if prefix is not None and not file_digest(dest, "sha256").startswith(prefix):
+            dest.unlink()
+            raise ChecksumError(f"{url}: the downloaded file's SHA-256 does not start with {prefix}, as its name says; it was deleted")
     elif sha256 is not None and file_digest(dest, "sha256") != sha256:
         raise ChecksumError(f"{dest}: cached copy of {url} does not match sha256 {sha256}; delete it to download again")
     return dest
@@ -464,11 +478,15 @@ def resolve_source(source: str | os.PathLike, *, format: str | None = None, sha2
     if format is not None and named is not None and get_format(format).name != get_format(named).name:
         raise ValueError(f"format={format!r} contradicts the source's own {named!r}")
     fmt = get_format(format or named) if (format or named) else None
+    if fmt is None and (text in FORMATS or text in _ALIASES):
+        fmt = get_format(text)
     if re.match(r"^[a-z]+://", text):
         if fmt is not None and sha256 is None and fmt.url == text:
             sha256 = fmt.sha256
         return fetch_checkpoint(text, sha256=sha256, cache_dir=cache_dir, offline=offline, progress=progress), fmt
-    if fmt is not None and text == fmt.name:  # 'torchvision:mobilenet_v2' alone: its published URL
+    if text in FORMATS or text in _ALIASES:  # a format name alone: its published weights
+        if get_format(text).name != fmt.name:
+            raise ValueError(f"format={format!r} contradicts the source {text!r}")
         if fmt.url is None:
             raise ValueError(f"no published URL is known for {fmt.name}; pass a file or URL (e.g. '{fmt.name}=PATH')")
         return fetch_checkpoint(fmt.url, sha256=sha256 or fmt.sha256, cache_dir=cache_dir, offline=offline, progress=progress), fmt
