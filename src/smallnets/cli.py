@@ -138,7 +138,10 @@ def cmd_profile(args, extra) -> int:
     from smallnets.profiler import profile
     from smallnets.registry import model_info
 
+    from smallnets.registry import resolve_knobs
+
     knobs = _knobs_from_extra(extra)
+    resolve_knobs(args.name, knobs)  # an unknown flag is named as such, before profile() sees it
     info = model_info(args.name)
     c, h, w = info.input_size
     if args.in_chans is not None:
