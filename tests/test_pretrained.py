@@ -269,3 +269,15 @@ def test_a_format_name_alone_means_its_published_weights(tmp_path):
         load_pretrained(None, "timm:mobilenetv1_100", cache_dir=tmp_path, offline=True)
     with pytest.raises(ValueError, match="format must be one of the known checkpoint formats"):
         load_pretrained(None, SQUEEZE, format="torchvision:squeezenet9")
+
+
+def test_list_formats_from_the_command_line():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "smallnets", "list", "--formats", "--json", "timm:tf_efficientnet_b*"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert [r["format"] for r in rows] == [f"timm:tf_efficientnet_b{i}" for i in range(8)]
+    assert all(r["knobs"] == {"same_padding": True, "bn_eps": 1e-3} and not r["detected"] for r in rows)
+    assert rows[3]["preprocessing"]["crop"] == 300 and rows[3]["preprocessing"]["resize"] == 331  # timm: floor(300 / 0.904)

@@ -99,9 +99,29 @@ def cmd_train(args, extra) -> int:
     return {"finished": 0, "time budget": 0, "interrupted": 130}.get(result.status, 0)
 
 
+def cmd_list_formats(args) -> int:
+    from smallnets.pretrained import FORMATS, list_formats
+
+    names = list_formats(args.pattern)
+    rows = [FORMATS[n] for n in names]
+    if args.json:
+        print(json.dumps([{"format": f.name, "model": f.model, "knobs": dict(f.knobs), "preprocessing": dict(f.preprocessing),
+                           "url": f.url, "detected": f.detect} for f in rows], indent=2))  # fmt: skip
+        return 0
+    models = [f.model + (":" + ",".join(f"{k}={v}" for k, v in f.knobs.items()) if f.knobs else "") for f in rows]
+    width, mwidth = max((len(n) for n in names), default=6), max((len(m) for m in models), default=15)
+    print(f"{'format':<{width}}  {'smallnets model':<{mwidth}}  {'resize/crop':>11}  published weights")
+    for f, model in zip(rows, models):
+        prep = f"{f.preprocessing['resize']}/{f.preprocessing['crop']}"
+        print(f"{f.name:<{width}}  {model:<{mwidth}}  {prep:>11}  {'yes' if f.url else '-'}{'' if f.detect else '  (name it: not detected)'}")
+    return 0
+
+
 def cmd_list(args) -> int:
     from smallnets.registry import list_models, model_info
 
+    if args.formats:
+        return cmd_list_formats(args)
     names = list_models(args.pattern)
     if args.json:
         out = []
@@ -330,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list zoo models (optionally matching a wildcard pattern)")
     p.add_argument("pattern", nargs="?", help="e.g. 'mobilenet*' or 'efficientnet'")
+    p.add_argument("--formats", action="store_true", help="list the torchvision / timm checkpoint formats instead (pattern: e.g. 'timm:*')")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser(

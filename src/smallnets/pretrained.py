@@ -99,22 +99,32 @@ def _formats() -> dict[str, WeightFormat]:
     for i, (crop, resize) in enumerate(((224, 256), (240, 256), (288, 288), (300, 320), (380, 384), (456, 456), (528, 528), (600, 600))):
         out.append(WeightFormat(f"{tv}:efficientnet_b{i}", f"efficientnet_b{i}", {}, _prep(crop, resize, "bicubic"), "features.0.0"))
     tm = "timm"
+    rel = "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/"
     for tag, width in (("100", 1.0), ("125", 1.25), ("075", 0.75), ("050", 0.5), ("025", 0.25)):
         out.append(WeightFormat(f"{tm}:mobilenetv1_{tag}", "mobilenet_v1", {"width_mult": width} if width != 1.0 else {},
                                 _timm_prep(224, 0.875), "conv_stem"))  # fmt: skip
     out.append(WeightFormat(f"{tm}:mobilenetv1_100h", "mobilenet_v1", {"head_chs": 1024}, _timm_prep(224, 0.875), "conv_stem",
                             notes="MobileNetV1 with a 1x1 conv head (1024 -> 1024) before pooling"))  # fmt: skip
-    for tag, width in (("100", 1.0), ("140", 1.4), ("120d", None), ("110d", None), ("075", 0.75), ("050", 0.5), ("035", 0.35)):
-        if width is None:
-            continue  # the 'd' variants also scale depth in a way the paper's table does not define
+    v2_files = {"100": "mobilenetv2_100_ra-b33bc2c4.pth", "140": "mobilenetv2_140_ra-21a4e913.pth", "050": "mobilenetv2_050-3d30d450.pth"}
+    for tag, width in (("100", 1.0), ("140", 1.4), ("075", 0.75), ("050", 0.5), ("035", 0.35)):
+        # (timm's 110d / 120d also scale depth in a way the paper's table does not define: not covered)
         out.append(WeightFormat(f"{tm}:mobilenetv2_{tag}", "mobilenet_v2", {"width_mult": width} if width != 1.0 else {},
-                                _timm_prep(224, 0.875), "conv_stem"))  # fmt: skip
-    # timm EfficientNets: test size and crop_pct of their default pretrained tags
-    timm_eff = {0: (224, 0.875), 1: (240, 0.875), 2: (260, 0.89), 3: (300, 0.904), 4: (380, 0.922), 5: (456, 0.934), 6: (528, 0.942), 7: (600, 0.949)}
-    for i, (size, pct) in timm_eff.items():
-        out.append(WeightFormat(f"{tm}:efficientnet_b{i}", f"efficientnet_b{i}", {}, _timm_prep(size, pct), "conv_stem"))
+                                _timm_prep(224, 0.875), "conv_stem", url=rel + v2_files[tag] if tag in v2_files else None))  # fmt: skip
+    # timm EfficientNets: eval size and crop_pct of each default pretrained tag, and its file
+    timm_eff = {0: (224, 0.875, "efficientnet_b0_ra-3dd342df.pth"), 1: (224, 0.875, "efficientnet_b1-533bc792.pth"),
+                2: (256, 0.875, "efficientnet_b2_ra-bcdf34b7.pth"), 3: (288, 0.875, "efficientnet_b3_ra2-cf984f9c.pth"),
+                4: (320, 0.875, "efficientnet_b4_ra2_320-7eb33cd5.pth"), 5: (448, 1.0, None), 6: (528, 0.942, None), 7: (600, 0.949, None)}  # fmt: skip
+    tf_eff = {0: (224, 0.875, "tf_efficientnet_b0_aa-827b6e33.pth"), 1: (240, 0.882, "tf_efficientnet_b1_aa-ea7a6ee0.pth"),
+              2: (260, 0.890, "tf_efficientnet_b2_aa-60c94f97.pth"), 3: (300, 0.904, "tf_efficientnet_b3_aa-84b4657e.pth"),
+              4: (380, 0.922, "tf_efficientnet_b4_aa-818f208c.pth"), 5: (456, 0.934, "tf_efficientnet_b5_ra-9a3e5369.pth"),
+              6: (528, 0.942, "tf_efficientnet_b6_aa-80ba17e4.pth"), 7: (600, 0.949, "tf_efficientnet_b7_ra-6c08e654.pth")}  # fmt: skip
+    for i in range(8):
+        size, pct, file = timm_eff[i]
+        out.append(WeightFormat(f"{tm}:efficientnet_b{i}", f"efficientnet_b{i}", {}, _timm_prep(size, pct), "conv_stem",
+                                url=rel + file if file else None))  # fmt: skip
+        size, pct, file = tf_eff[i]
         out.append(WeightFormat(f"{tm}:tf_efficientnet_b{i}", f"efficientnet_b{i}", {"same_padding": True, "bn_eps": 1e-3},
-                                _timm_prep(size, pct), "conv_stem", detect=False,
+                                _timm_prep(size, pct), "conv_stem", detect=False, url=rel + file,
                                 notes="ported from TensorFlow: 'SAME' padding and BatchNorm eps 1e-3; has the same keys as "
                                       f"timm:efficientnet_b{i}, so name it explicitly"))  # fmt: skip
     out.append(WeightFormat(f"{tm}:legacy_xception", "xception", {}, _timm_prep(299, 0.8975, INCEPTION_MEAN, INCEPTION_STD), "conv1",
