@@ -130,6 +130,7 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=3, help="(top-1 after fewer epochs swings by several points between equivalent runs)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2, help="baseline DataLoader workers")
+    parser.add_argument("--seed", type=int, default=0, help="initial weights, augmentation and batch order of both runs")
     parser.add_argument("--models", nargs="*", help="subset of: " + ", ".join(n for n, _, _ in MODELS))
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "train_throughput.json"))
     args = parser.parse_args(argv)
@@ -139,7 +140,7 @@ def main(argv=None) -> int:
         tar.extractall(work / "files", filter="data")
     data_cfg = DataConfig(path=args.archive, batch_size=args.batch_size, val_fraction=0.1, limit_per_class=args.per_class,
                           pipeline="tensor", cache_dir=str(work / "cache"))  # fmt: skip
-    train_cfg = TrainConfig(epochs=args.epochs, lr=0.1, warmup_epochs=0.0, progress=True, seed=0)
+    train_cfg = TrainConfig(epochs=args.epochs, lr=0.1, warmup_epochs=0.0, progress=True, seed=args.seed)
     rows = []
     for name, knobs, overrides in MODELS:
         if args.models and name not in args.models:
@@ -167,7 +168,7 @@ def main(argv=None) -> int:
         label = r["model"] + ("" if not r["knobs"] else " " + ",".join(f"{k}={v}" for k, v in r["knobs"].items() if k != "cifar"))
         print(f"{label:<28}{r['baseline']['images_per_s']:>16.0f}{r['smallnets']['images_per_s']:>17.0f}{r['speedup']:>9.2f}x"
               f"{r['baseline']['val_top1']:>11.1f}%{r['smallnets']['val_top1']:>11.1f}%")  # fmt: skip
-    out = {"benchmark": "train_throughput", "environment": environment(), "per_class": args.per_class, "epochs": args.epochs,
+    out = {"benchmark": "train_throughput", "environment": environment(), "seed": args.seed, "per_class": args.per_class, "epochs": args.epochs,
            "batch_size": args.batch_size, "baseline_workers": args.workers, "rows": rows}  # fmt: skip
     atomic_write_text(args.out, json.dumps(out, indent=2))
     print(f"wrote {os.path.relpath(args.out)}")
