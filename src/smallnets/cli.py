@@ -317,11 +317,9 @@ def cmd_predict(args) -> int:
     if args.pretrained:
         from smallnets.pretrained import load_pretrained
 
-        images = list(args.images)
         if args.weights.startswith("-") or "." in args.weights or "/" in args.weights:
             raise ValueError(f"with --pretrained the first argument must be a zoo model name (e.g. mobilenet_v2), got {args.weights!r}")
         args.weights = load_pretrained(args.weights, args.pretrained, format=args.format, offline=args.offline or None).eval()
-        args.images = images
     paths = find_images(args.images)
     width = min(max(len(p) for p in paths), 60)
     failed, out = 0, []

@@ -36,6 +36,7 @@ from torch import nn
 __all__ = [
     "FORMATS",
     "WeightFormat",
+    "apply_checkpoint",
     "PretrainedMismatch",
     "convert_state_dict",
     "detect_format",
@@ -287,7 +288,7 @@ def source_modules(keys: Sequence[str]) -> list[tuple[str, list[str]]]:
     return [(m, params[m]) for m in sorted(params, key=sort_key)]
 
 
-def model_modules(state: Mapping[str, torch.Tensor]) -> list[tuple[str, list[str]]]:
+def model_modules(state: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
     out: dict[str, list[str]] = {}
     for key in state:
         module, param = _module_of(key)
@@ -302,9 +303,13 @@ def model_modules(state: Mapping[str, torch.Tensor]) -> list[tuple[str, list[str
 _OPTIONAL = {"num_batches_tracked"}  # older checkpoints lack it; it does not change any output
 
 
-def _pair(src: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> tuple[dict[str, str], list[str]]:
-    """Map checkpoint keys to model keys module by module; returns (mapping, problems)."""
-    theirs = source_modules(list(src))
+def _pair(
+    theirs: Sequence[tuple[str, list[str]]], src: Mapping[str, torch.Tensor], own: Mapping[str, tuple[int, ...]]
+) -> tuple[dict[str, str], list[str]]:
+    """Map checkpoint keys to model keys module by module; returns (mapping, problems).
+
+    ``theirs``: ``source_modules(src)``; ``own``: the model's state-dict shapes, in its order.
+    """
     ours = model_modules(own)
     mapping: dict[str, str] = {}
     problems: list[str] = []
@@ -319,8 +324,8 @@ def _pair(src: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> t
             if s_key in src:
                 o_key = f"{o_mod}.{p}" if o_mod else p
                 mapping[s_key] = o_key
-                if first_shape is None and own[o_key].numel() and tuple(src[s_key].shape) != tuple(own[o_key].shape):
-                    first_shape = f"first shape mismatch: checkpoint {s_key} {tuple(src[s_key].shape)} vs model {o_key} {tuple(own[o_key].shape)}"
+                if first_shape is None and tuple(src[s_key].shape) != own[o_key]:
+                    first_shape = f"first shape mismatch: checkpoint {s_key} {tuple(src[s_key].shape)} vs model {o_key} {own[o_key]}"
     if not problems and len(theirs) != len(ours):
         extra = theirs[len(ours):] if len(theirs) > len(ours) else []
         missing = ours[len(theirs):] if len(ours) > len(theirs) else []
@@ -339,9 +344,9 @@ def _classifier_prefix(model: nn.Module) -> str | None:
     return keys[-1].rpartition(".")[0] if keys else None
 
 
-def _num_classes_in(src: Mapping[str, torch.Tensor]) -> int:
-    last = source_modules(list(src))[-1][0]
-    return int(src[f"{last}.weight"].shape[0])
+def _num_classes_in(src: Mapping[str, torch.Tensor], theirs: Sequence[tuple[str, list[str]]]) -> int:
+    """Outputs of the checkpoint's last layer; ``theirs``: ``source_modules(src)``."""
+    return int(src[f"{theirs[-1][0]}.weight"].shape[0])
 
 
 @lru_cache(maxsize=None)
@@ -353,16 +358,14 @@ def _meta_state(model: str, knobs_items: tuple, num_classes: int) -> dict[str, t
     return {k: tuple(v.shape) for k, v in m.state_dict().items()}
 
 
-def _fits(fmt: WeightFormat, src: Mapping[str, torch.Tensor]) -> bool:
-    first = source_modules(list(src))[0][0]
-    if first != fmt.first_module:
+def _fits(fmt: WeightFormat, src: Mapping[str, torch.Tensor], theirs: Sequence[tuple[str, list[str]]], num_classes: int) -> bool:
+    if theirs[0][0] != fmt.first_module:
         return False
     try:
-        shapes = _meta_state(fmt.model, tuple(sorted(fmt.knobs.items())), _num_classes_in(src))
+        shapes = _meta_state(fmt.model, tuple(sorted(fmt.knobs.items())), num_classes)
     except (TypeError, ValueError):
         return False
-    own = {k: torch.empty(0) for k in shapes}
-    mapping, problems = _pair(src, own)
+    mapping, problems = _pair(theirs, src, shapes)
     return not problems and all(tuple(src[s].shape) == shapes[o] for s, o in mapping.items())
 
 
@@ -372,16 +375,30 @@ def detect_format(state_dict: Mapping[str, torch.Tensor]) -> str:
     Formats that share keys and shapes with another (``timm:tf_efficientnet_*``, whose differences
     are padding and BN eps, not weights) are never detected: name them.
     """
-    hits = [f.name for f in FORMATS.values() if f.detect and _fits(f, state_dict)]
+    theirs = source_modules(list(state_dict))  # sorted once for every candidate
+    num_classes = _num_classes_in(state_dict, theirs)
+    hits = [f.name for f in FORMATS.values() if f.detect and _fits(f, state_dict, theirs, num_classes)]
     if len(hits) == 1:
         return hits[0]
-    first = source_modules(list(state_dict))[0][0]
+    first = theirs[0][0]
     if not hits:
         raise PretrainedMismatch(
             f"could not tell the checkpoint's format (first module {first!r}, {len(state_dict)} tensors): it matches none of "
             f"smallnets' {len(FORMATS)} formats. Name it with format='torchvision:NAME' or 'timm:NAME' to see where it differs."
         )
     raise PretrainedMismatch(f"the checkpoint fits several formats ({', '.join(hits)}); name one with format=...")
+
+
+def _refuse(model: nn.Module, report: Mapping[str, list[str]]) -> None:
+    """Raise :class:`PretrainedMismatch` listing a report's missing, unexpected and mis-shaped keys, if any."""
+    titles = {"missing": "missing from the checkpoint", "unexpected": "unexpected in the checkpoint", "shape_mismatch": "shape mismatch"}
+    lines = [f"{titles[k]} ({len(report[k])}): " + ", ".join(report[k][:10]) + (" ..." if len(report[k]) > 10 else "")
+             for k in titles if report[k]]  # fmt: skip
+    if lines:
+        raise PretrainedMismatch(
+            f"the checkpoint does not fit {type(model).__name__}:\n  " + "\n  ".join(lines)
+            + "\nPass strict=False (CLI: --partial) to load what fits and keep the model's own values for the rest."
+        )
 
 
 def convert_state_dict(
@@ -395,7 +412,7 @@ def convert_state_dict(
     classifier for another number of classes) are left out, so the model keeps its own values.
     """
     own = model.state_dict()
-    mapping, problems = _pair(state_dict, own)
+    mapping, problems = _pair(source_modules(list(state_dict)), state_dict, {k: tuple(v.shape) for k, v in own.items()})
     if problems:
         raise PretrainedMismatch("the checkpoint does not fit the model " + type(model).__name__ + ":\n  " + "\n  ".join(problems))
     state: dict[str, torch.Tensor] = {}
@@ -410,15 +427,8 @@ def convert_state_dict(
     missing = [k for k in own if k not in mapped and not k.endswith("num_batches_tracked")]
     unexpected = sorted(k for k in state_dict if k not in mapping)
     report = {"missing": missing, "unexpected": unexpected, "shape_mismatch": shapes}
-    if strict and (missing or unexpected or shapes):
-        lines = []
-        for title, items in (("missing from the checkpoint", missing), ("unexpected in the checkpoint", unexpected), ("shape mismatch", shapes)):
-            if items:
-                lines.append(f"{title} ({len(items)}): " + ", ".join(items[:10]) + (" ..." if len(items) > 10 else ""))
-        raise PretrainedMismatch(
-            f"the checkpoint does not fit {type(model).__name__}:\n  " + "\n  ".join(lines)
-            + "\nPass strict=False (CLI: --partial) to load what fits and keep the model's own values for the rest."
-        )
+    if strict:
+        _refuse(model, report)
     # BatchNorm counters an old checkpoint lacks: start at zero rather than keep a random model's
     for key in own:
         if key.endswith("num_batches_tracked") and key not in state:
@@ -545,34 +555,39 @@ def load_pretrained(
     src = read_checkpoint(path)
     if fmt is None:
         fmt = get_format(detect_format(src))
-    src_classes = _num_classes_in(src)
     if model_or_name is None:
         model_or_name = fmt.model
     if isinstance(model_or_name, str):
-        merged = {**fmt.knobs, **knobs}
-        model = create_model(model_or_name, num_classes=num_classes or src_classes, **merged)
+        classes = num_classes or _num_classes_in(src, source_modules(list(src)))
+        model = create_model(model_or_name, num_classes=classes, **{**fmt.knobs, **knobs})
     elif isinstance(model_or_name, nn.Module):
         if knobs or num_classes is not None:
             raise ValueError("knobs and num_classes apply when model_or_name is a zoo name; this model is already built")
         model = model_or_name
     else:
         raise TypeError(f"model_or_name must be a zoo name or an nn.Module, got {type(model_or_name).__qualname__}")
-    own = model.state_dict()
+    return apply_checkpoint(model, src, fmt, strict=strict, source=os.fspath(source), path=path)
+
+
+def apply_checkpoint(model: nn.Module, src: Mapping[str, torch.Tensor], fmt: WeightFormat, *, strict: bool | None = None,
+                     source: str | None = None, path: str | os.PathLike | None = None) -> nn.Module:  # fmt: skip
+    """Load an already-read checkpoint ``src`` of format ``fmt`` into ``model`` (what ``load_pretrained``
+    does after reading and detecting); ``strict`` as there. Returns the model."""
+    src_classes = _num_classes_in(src, source_modules(list(src)))
     head = _classifier_prefix(model)
+    own = model.state_dict()
     new_head = head is not None and f"{head}.weight" in own and own[f"{head}.weight"].shape[0] != src_classes
     state, report = convert_state_dict(src, model, strict=False)
     if strict is None:  # default: exact, except a classifier for another number of classes
         allowed = {f"{head}.weight", f"{head}.bias"} if new_head else set()
-        bad = [m for m in report["shape_mismatch"] if m.split(" ", 1)[0] not in allowed] + report["missing"] + report["unexpected"]
-        if bad:
-            convert_state_dict(src, model, strict=True)  # raises with the full listing
+        _refuse(model, {**report, "shape_mismatch": [m for m in report["shape_mismatch"] if m.split(" ", 1)[0] not in allowed]})
     elif strict:
-        convert_state_dict(src, model, strict=True)
+        _refuse(model, report)
     model.load_state_dict(state, strict=False)
     classes = imagenet_classes() if not new_head and src_classes == 1000 else None
     meta = dict(getattr(model, "smallnets_meta", None) or {})
     meta.update({
-        "pretrained": {"format": fmt.name, "source": os.fspath(source), "path": str(path)},
+        "pretrained": {"format": fmt.name, "source": source, "path": None if path is None else str(path)},
         "preprocessing": dict(fmt.preprocessing),
         "classes": classes,
         "load_report": {**report, "reinitialised": [f"{head}.weight", f"{head}.bias"] if new_head else []},

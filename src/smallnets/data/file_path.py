@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from smallnets.data import skips
 from smallnets.data.images import EvalTransform, UnreadableImageError, load_image, norm_constants, normalize, random_resized_crop, to_uint8_chw
-from smallnets.data.sampling import STREAM_BATCH, STREAM_SAMPLE, EpochSharding, eval_shard, generator, mix, mix_array, num_batches
+from smallnets.data.sampling import STREAM_BATCH, STREAM_SAMPLE, EpochSharding, EvalSharding, generator, mix, mix_array
 from smallnets.data.skips import SkipLog
 from smallnets.data.tensor_path import BatchCutout, _finish
 
@@ -171,21 +171,14 @@ class FileTrainLoader(EpochSharding, _LoaderBase):
             yield _finish(x, self.channels_last), y
 
 
-class FileEvalLoader(_LoaderBase):
+class FileEvalLoader(_LoaderBase, EvalSharding):
     """Validation batches: the eval transform in workers, this rank's strided shard in order."""
 
     def __init__(self, images, labels: Sequence[int], *, transform: EvalTransform, batch_size: int, rank: int, world_size: int, **kw):
         super().__init__(names=images.names, **kw)
         self.dataset = _EvalSet(images, labels, transform)
         self.batch_size = batch_size
-        self._indices = eval_shard(len(images), rank=rank, world_size=world_size)
-        self.num_samples = len(self._indices)
-
-    def indices(self) -> torch.Tensor:
-        return self._indices.clone()
-
-    def __len__(self) -> int:
-        return num_batches(self.num_samples, self.batch_size, False)
+        self._shard(len(images), rank, world_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         batches = [b.tolist() for b in self._indices.split(self.batch_size)]

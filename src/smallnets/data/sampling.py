@@ -68,6 +68,26 @@ def num_batches(samples: int, batch_size: int, drop_last: bool) -> int:
     return samples // batch_size if drop_last else -(-samples // batch_size)
 
 
+class EvalSharding:
+    """This rank's strided shard of the validation set, shared by the eval loaders of both input paths.
+
+    A subclass sets ``batch_size`` and calls ``_shard(n, rank, world_size)``.
+    """
+
+    batch_size: int
+
+    def _shard(self, n: int, rank: int, world_size: int) -> None:
+        self._indices = eval_shard(n, rank=rank, world_size=world_size)
+        self.num_samples = len(self._indices)
+
+    def indices(self) -> torch.Tensor:
+        """Indices into the validation set that this rank evaluates."""
+        return self._indices.clone()
+
+    def __len__(self) -> int:
+        return num_batches(self.num_samples, self.batch_size, False)
+
+
 class EpochSharding:
     """Epoch bookkeeping shared by the training loaders of both input paths.
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from smallnets.data.images import norm_constants, normalize
-from smallnets.data.sampling import STREAM_BATCH, EpochSharding, eval_shard, generator, num_batches
+from smallnets.data.sampling import STREAM_BATCH, EpochSharding, EvalSharding, generator
 
 
 _TABLE_MAX = 1 << 21  # int64 entries (16 MiB); larger crop-index tables are computed per batch instead
@@ -118,7 +118,7 @@ class TensorTrainLoader(EpochSharding):
             yield self.batch(idx, g), self.labels.index_select(0, idx)
 
 
-class TensorEvalLoader:
+class TensorEvalLoader(EvalSharding):
     """Validation batches, no augmentation, this rank's strided shard of the val set in order."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, mean, std, batch_size: int, rank: int, world_size: int,
@@ -127,15 +127,7 @@ class TensorEvalLoader:
         self.batch_size, self.channels_last = batch_size, channels_last
         self.device = torch.device(device)
         self._shift, self._scale = norm_constants(mean, std, self.device)
-        self._indices = eval_shard(len(images), rank=rank, world_size=world_size)
-        self.num_samples = len(self._indices)
-
-    def indices(self) -> torch.Tensor:
-        """Indices into the validation set that this rank evaluates."""
-        return self._indices.clone()
-
-    def __len__(self) -> int:
-        return num_batches(self.num_samples, self.batch_size, False)
+        self._shard(len(images), rank, world_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self._indices.to(self.device)

@@ -240,28 +240,14 @@ def coerce(name: str, value: Any, tp: Any) -> Any:
         if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
             return value.lower() in ("true", "yes", "1", "on")
         raise ValueError(f"{name} must be true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ValueError(f"{name} must be an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str):
+    if tp in (int, float):  # never a bool; an int is a number too; strings are parsed
+        accepted = (int,) if tp is int else (int, float)
+        if not isinstance(value, bool) and isinstance(value, (*accepted, str)):
             try:
-                return int(value)
+                return tp(value)
             except ValueError:
                 pass
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, bool):
-            raise ValueError(f"{name} must be a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ValueError(f"{name} must be a number, got {value!r}")
+        raise ValueError(f"{name} must be {'an integer' if tp is int else 'a number'}, got {value!r}")
     if tp is str:
         if isinstance(value, str):
             return value

@@ -204,15 +204,16 @@ class Trainer:
 
     def _pretrained_model(self, name: str, knobs: dict, *, loading: bool) -> nn.Module:
         """The model with the checkpoint's knobs (the user's win) and, unless resuming, its weights; a new classifier."""
-        from smallnets.pretrained import detect_format, get_format, load_pretrained, read_checkpoint, resolve_source
+        from smallnets.pretrained import apply_checkpoint, detect_format, get_format, read_checkpoint, resolve_source
 
         cfg = self.config.train
         path, fmt = resolve_source(cfg.pretrained, format=cfg.pretrained_format, progress=cfg.progress and self.dist.is_main)
+        src = read_checkpoint(path) if loading or fmt is None else None  # read once: for detection and loading alike
         if fmt is None:
-            fmt = get_format(detect_format(read_checkpoint(path)))
+            fmt = get_format(detect_format(src))
         model = create_model(name, num_classes=self.num_classes, **{**fmt.knobs, **knobs})
         if loading:  # a resumed run takes every weight from its own state
-            load_pretrained(model, path, format=fmt.name)
+            apply_checkpoint(model, src, fmt, source=cfg.pretrained, path=path)
             self.pretrained_report = {"format": fmt.name, "source": cfg.pretrained, **model.smallnets_meta["load_report"]}
             if self.dist.is_main and cfg.progress:
                 new = model.smallnets_meta["load_report"]["reinitialised"]
