@@ -16,7 +16,7 @@ def _grads(conv: Conv2d, x0: torch.Tensor, gy: torch.Tensor, *, autocast: bool, 
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         y = torch.nn.Conv2d.forward(conv, x) if plain else conv(x)
     y.backward(gy.to(y.dtype))
-    return y.detach(), x.grad.float(), conv.weight.grad.clone()
+    return y.detach(), x.grad, conv.weight.grad.clone()
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -31,6 +31,11 @@ def test_strided_depthwise_under_bf16_autocast_is_at_least_as_accurate_as_the_pl
     fast = _grads(conv, x0, gy, autocast=True)
     plain = _grads(conv, x0, gy, autocast=True, plain=True)
     assert fast[0].dtype == plain[0].dtype == torch.bfloat16  # hands autocast's dtype on
+    # the fp32 detour runs channels-last inside, but the output and the input's gradient keep the
+    # input's layout (a mixed-layout gradient slows every backward kernel before it)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    assert fast[0].is_contiguous(memory_format=fmt) and fast[1].is_contiguous(memory_format=fmt)
+    assert fast[1].dtype == x0.dtype
     for i in range(3):
         err_fast = float((fast[i].float() - ref[i].float()).norm() / ref[i].float().norm())
         err_plain = float((plain[i].float() - ref[i].float()).norm() / ref[i].float().norm())

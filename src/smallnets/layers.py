@@ -33,6 +33,29 @@ def round_repeats(repeats: int, depth_mult: float) -> int:
     return int(math.ceil(depth_mult * repeats))
 
 
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    cl = torch.channels_last
+    return cl if x.dim() == 4 and x.is_contiguous(memory_format=cl) and not x.is_contiguous() else torch.contiguous_format
+
+
+class _Recast(torch.autograd.Function):
+    """``x.to(dtype, memory_format=fmt)`` whose gradient comes back in ``x``'s dtype *and layout*.
+
+    (Autograd's own ``to`` backward keeps the gradient's layout, so a channels-last detour would
+    send a channels-last gradient into NCHW layers, whose backward kernels then run several times
+    slower on mixed layouts.)
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, dtype: torch.dtype, fmt: torch.memory_format) -> torch.Tensor:
+        ctx.dtype, ctx.fmt = x.dtype, _memory_format(x)
+        return x.to(dtype, memory_format=fmt)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad.to(ctx.dtype, memory_format=ctx.fmt), None, None
+
+
 class Conv2d(nn.Conv2d):
     """``nn.Conv2d`` (same parameters, same state dict) that trains a strided depthwise conv fast on CPU.
 
@@ -73,7 +96,11 @@ class Conv2d(nn.Conv2d):
             with torch.autocast("cpu", enabled=False):
                 weight = self.weight.float()
                 bias = None if self.bias is None else self.bias.float()
-                return self._conv_forward(x.float(), weight, bias).to(torch.bfloat16)
+                # fp32 channels-last: oneDNN's strided depthwise kernels run it 2-3x faster than NCHW
+                # (the dtype casts copy anyway, so the layout change is free); the result is handed
+                # back in the input's layout
+                y = self._conv_forward(_Recast.apply(x, torch.float32, torch.channels_last), weight, bias)
+                return _Recast.apply(y, torch.bfloat16, _memory_format(x))
         return super().forward(x)
 
 
