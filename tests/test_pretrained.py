@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 
@@ -80,6 +81,57 @@ def test_manifest_formats_convert_key_for_key(fmt):
     assert sum(p.numel() for p in model.parameters()) == MANIFESTS[fmt]["num_params"]
     if spec.detect:
         assert detect_format(src) == fmt
+
+
+def _timm_mobilenetv2_layout(width: float, depth: float = 1.0, fix_stem_head: bool = False) -> list[tuple[str, list[int]]]:
+    """timm's MobileNetV2 state-dict keys and shapes, derived from timm's own rules (independently of smallnets):
+    channels ``max(8, int(c * m + 4) // 8 * 8)`` (+8 below 90%), stage depth ``ceil(r * depth)``, and with
+    ``fix_stem_head`` the stem (32), head (1280) and the first / last stages' depth unscaled."""
+
+    def rc(c):
+        new = max(8, int(c * width + 4) // 8 * 8)
+        return new + 8 if new < 0.9 * c * width else new
+
+    def bn(name, c):
+        return [(f"{name}.{k}", [c]) for k in ("weight", "bias", "running_mean", "running_var")] + [(f"{name}.num_batches_tracked", [])]
+
+    arch = [(1, 16, 1), (2, 24, 6), (3, 32, 6), (4, 64, 6), (3, 96, 6), (3, 160, 6), (1, 320, 6)]  # (repeats, channels, expansion)
+    chs = 32 if fix_stem_head else rc(32)
+    out = [("conv_stem.weight", [chs, 3, 3, 3]), *bn("bn1", chs)]
+    for i, (r, c, e) in enumerate(arch):
+        reps = r if fix_stem_head and i in (0, len(arch) - 1) else math.ceil(r * depth)
+        for j in range(reps):
+            p, o = f"blocks.{i}.{j}", rc(c)
+            if e == 1:
+                out += [(f"{p}.conv_dw.weight", [chs, 1, 3, 3]), *bn(f"{p}.bn1", chs), (f"{p}.conv_pw.weight", [o, chs, 1, 1]), *bn(f"{p}.bn2", o)]
+            else:
+                mid = chs * e
+                out += [(f"{p}.conv_pw.weight", [mid, chs, 1, 1]), *bn(f"{p}.bn1", mid), (f"{p}.conv_dw.weight", [mid, 1, 3, 3]),
+                        *bn(f"{p}.bn2", mid), (f"{p}.conv_pwl.weight", [o, mid, 1, 1]), *bn(f"{p}.bn3", o)]  # fmt: skip
+            chs = o
+    head = 1280 if fix_stem_head else max(1280, rc(1280))
+    return out + [("conv_head.weight", [head, chs, 1, 1]), *bn("bn2", head), ("classifier.weight", [1000, head]), ("classifier.bias", [1000])]
+
+
+@pytest.mark.parametrize(("fmt", "published_params"), [("timm:mobilenetv2_110d", 4.52e6), ("timm:mobilenetv2_120d", 5.83e6)])
+def test_timm_depth_scaled_mobilenetv2_loads_key_for_key(fmt, published_params):
+    # the layout rules reproduce the manifest's timm MobileNetV2s exactly, so they are trusted for 110d / 120d
+    for name, width in (("timm:mobilenetv2_100", 1.0), ("timm:mobilenetv2_140", 1.4), ("timm:mobilenetv2_050", 0.5)):
+        assert [(k, list(shape)) for k, shape, _ in MANIFESTS[name]["state_dict"]] == _timm_mobilenetv2_layout(width)
+    spec = get_format(fmt)
+    layout = _timm_mobilenetv2_layout(spec.knobs["width_mult"], spec.knobs["depth_mult"], fix_stem_head=True)
+    items = [(k, torch.empty(shape, dtype=torch.int64 if k.endswith("tracked") else torch.float32, device="meta")) for k, shape in layout]
+    random.Random(0).shuffle(items)
+    src = dict(items)
+    with torch.device("meta"):
+        model = smallnets.create_model(spec.model, **spec.knobs)
+    _, report = convert_state_dict(src, model, strict=True)
+    assert report == {"missing": [], "unexpected": [], "shape_mismatch": []}
+    params = sum(p.numel() for p in model.parameters())
+    assert params == sum(math.prod(s) for k, s in layout if not k.endswith(("running_mean", "running_var", "tracked")))
+    assert abs(params - published_params) < 0.005e6  # timm's model card, rounded to 10k
+    assert detect_format(src) == fmt
+    assert spec.url and spec.url.endswith(".pth")
 
 
 def test_a_checkpoint_for_another_model_is_refused_with_the_first_divergence():

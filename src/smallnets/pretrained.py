@@ -108,9 +108,12 @@ def _formats() -> dict[str, WeightFormat]:
                             notes="MobileNetV1 with a 1x1 conv head (1024 -> 1024) before pooling"))  # fmt: skip
     v2_files = {"100": "mobilenetv2_100_ra-b33bc2c4.pth", "140": "mobilenetv2_140_ra-21a4e913.pth", "050": "mobilenetv2_050-3d30d450.pth"}
     for tag, width in (("100", 1.0), ("140", 1.4), ("075", 0.75), ("050", 0.5), ("035", 0.35)):
-        # (timm's 110d / 120d also scale depth in a way the paper's table does not define: not covered)
         out.append(WeightFormat(f"{tm}:mobilenetv2_{tag}", "mobilenet_v2", {"width_mult": width} if width != 1.0 else {},
                                 _timm_prep(224, 0.875), "conv_stem", url=rel + v2_files[tag] if tag in v2_files else None))  # fmt: skip
+    for tag, width, depth, file in (("110d", 1.1, 1.2, "mobilenetv2_110d_ra-77090ade.pth"), ("120d", 1.2, 1.4, "mobilenetv2_120d_ra-5987e2ed.pth")):
+        out.append(WeightFormat(f"{tm}:mobilenetv2_{tag}", "mobilenet_v2", {"width_mult": width, "depth_mult": depth, "fix_stem_head": True},
+                                _timm_prep(224, 0.875), "conv_stem", url=rel + file,
+                                notes="width and depth scaled, stem, last conv and first / last rows fixed"))  # fmt: skip
     # timm EfficientNets: eval size and crop_pct of each default pretrained tag, and its file
     timm_eff = {0: (224, 0.875, "efficientnet_b0_ra-3dd342df.pth"), 1: (224, 0.875, "efficientnet_b1-533bc792.pth"),
                 2: (256, 0.875, "efficientnet_b2_ra-bcdf34b7.pth"), 3: (288, 0.875, "efficientnet_b3_ra2-cf984f9c.pth"),

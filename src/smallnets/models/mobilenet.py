@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
@@ -112,14 +114,18 @@ class MobileNetV2(SmallNet):
         drop_rate: float = 0.2,
         drop_path_rate: float = 0.0,
         cifar: bool = False,
+        fix_stem_head: bool = False,
     ):
         super().__init__()
         check_common_knobs(width_mult=width_mult, depth_mult=depth_mult, drop_rate=drop_rate, cifar=cifar, drop_path_rate=drop_path_rate)
+        check_bool("fix_stem_head", fix_stem_head)
         table = scale_table(V2_TABLE, width_mult, depth_mult)
+        if fix_stem_head:  # the first and last rows keep their single block
+            table = (replace(table[0], repeats=V2_TABLE[0].repeats), *table[1:-1], replace(table[-1], repeats=V2_TABLE[-1].repeats))
         table = cifar_table(table) if cifar else table
-        stem_chs = make_divisible(V2_STEM * width_mult, 8)
+        stem_chs = V2_STEM if fix_stem_head else make_divisible(V2_STEM * width_mult, 8)
         # The paper applies the width multiplier to every layer but the last conv when it is < 1.
-        last_chs = make_divisible(V2_LAST * max(1.0, width_mult), 8)
+        last_chs = V2_LAST if fix_stem_head else make_divisible(V2_LAST * max(1.0, width_mult), 8)
 
         def make_block(row: Stage, in_chs: int, stride: int, drop_path: float) -> InvertedBottleneck:
             return inverted_block(row, in_chs, stride, drop_path, act=nn.ReLU6)
@@ -198,10 +204,13 @@ def mobilenet_v2(
     drop_rate: float = 0.2,
     drop_path_rate: float = 0.0,
     cifar: bool = False,
+    fix_stem_head: bool = False,
 ) -> MobileNetV2:
     """MobileNetV2 exactly as torchvision builds it. ``width_mult`` rounds channels with ``make_divisible(c * alpha, 8)``
     (the final 1280 only grows); ``depth_mult`` scales repeats (ceil); ``drop_path_rate`` adds stochastic
-    depth on the residual branches (linear in block index; 0 = the paper)."""
+    depth on the residual branches (linear in block index; 0 = the paper). ``fix_stem_head`` keeps the
+    stem (32), the last conv (1280) and the depth of the first and last rows unscaled (not in the paper;
+    timm's ``mobilenetv2_110d`` = width 1.1, depth 1.2 and ``mobilenetv2_120d`` = width 1.2, depth 1.4)."""
     return MobileNetV2(
         num_classes,
         in_chans,
@@ -210,4 +219,5 @@ def mobilenet_v2(
         drop_rate=drop_rate,
         drop_path_rate=drop_path_rate,
         cifar=cifar,
+        fix_stem_head=fix_stem_head,
     )
