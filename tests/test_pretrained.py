@@ -235,6 +235,27 @@ def test_convert_then_predict_from_the_command_line(tmp_path):
     assert bad.returncode == 2 and "does not fit the model ShuffleNetV2" in bad.stderr
 
 
+def test_profile_a_checkpoint_from_the_command_line():
+    import subprocess
+    import sys
+
+    weights = INTEROP / "timm__mobilenetv1_100.weights.safetensors"
+    done = subprocess.run([sys.executable, "-m", "smallnets", "profile", "--pretrained", str(weights), "--json", "--no-latency", "--no-memory"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert "timm:mobilenetv1_100 -> mobilenet_v1" in done.stderr
+    assert report["input_size"] == [3, 224, 224]  # the format's published crop
+    with torch.device("meta"):
+        model = smallnets.create_model("mobilenet_v1", num_classes=read_checkpoint(weights)["classifier.weight"].shape[0])
+    assert report["params"] == sum(p.numel() for p in model.parameters())
+    done = subprocess.run([sys.executable, "-m", "smallnets", "profile", "mobilenet_v2", "--pretrained", str(weights), "--no-latency"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 2 and "does not fit the model MobileNetV2" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "smallnets", "profile"], capture_output=True, text=True)
+    assert done.returncode == 2 and "profile needs a zoo model name" in done.stderr
+
+
 @pytest.fixture
 def weights_server():
     import hashlib

@@ -161,19 +161,35 @@ def cmd_profile(args, extra) -> int:
     from smallnets.registry import resolve_knobs
 
     knobs = _knobs_from_extra(extra)
-    resolve_knobs(args.name, knobs)  # an unknown flag is named as such, before profile() sees it
-    info = model_info(args.name)
-    c, h, w = info.input_size
-    if args.in_chans is not None:
-        c = args.in_chans
-    if args.resolution is not None:
-        h = w = args.resolution
-    for key, value in (("num_classes", args.num_classes), ("in_chans", args.in_chans)):
-        if value is not None:
-            knobs[key] = value
+    if args.pretrained:
+        # the model is the checkpoint's: its format's knobs and classes, at the format's crop size
+        from smallnets.pretrained import load_pretrained
+
+        if args.in_chans is not None:
+            raise ValueError("--in-chans cannot be combined with --pretrained: the checkpoint fixes the input channels")
+        target = load_pretrained(args.name, args.pretrained, format=args.format, num_classes=args.num_classes,
+                                 offline=args.offline or None, **knobs)  # fmt: skip
+        meta = target.smallnets_meta
+        side = args.resolution or meta["preprocessing"]["crop"]
+        input_size, knobs = (3, side, side), {}
+        print(f"{meta['pretrained']['format']} -> {target.smallnets_config['name']}" + ("" if args.resolution else f", {side}x{side} px (the published crop)"),
+              file=sys.stderr if args.json else sys.stdout)  # fmt: skip
+    else:
+        if args.name is None:
+            raise ValueError("profile needs a zoo model name (e.g. mobilenet_v2), or --pretrained SOURCE")
+        resolve_knobs(args.name, knobs)  # an unknown flag is named as such, before profile() sees it
+        c, h, w = model_info(args.name).input_size
+        if args.in_chans is not None:
+            c = args.in_chans
+        if args.resolution is not None:
+            h = w = args.resolution
+        for key, value in (("num_classes", args.num_classes), ("in_chans", args.in_chans)):
+            if value is not None:
+                knobs[key] = value
+        target, input_size = args.name, (c, h, w)
     report = profile(
-        args.name,
-        (c, h, w),
+        target,
+        input_size,
         latency=not args.no_latency,
         memory=not args.no_memory,
         batch_size=args.batch_size,
@@ -356,8 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="params, MACs, size, activation memory and latency of one model",
         description="Any model knob can be given as a flag: --width-mult 0.5, --groups 8, --bypass simple, --separable false.",
     )
-    p.add_argument("name")
-    p.add_argument("--resolution", type=int, help="input side in pixels (the resolution multiplier rho); default: the paper's")
+    p.add_argument("name", nargs="?", help="zoo model name (optional with --pretrained: the checkpoint format's model)")
+    p.add_argument("--pretrained", metavar="SOURCE", help="profile the model a torchvision / timm checkpoint fills (file, https URL or FORMAT=PATH)")
+    p.add_argument("--format", help="checkpoint format with --pretrained, e.g. timm:tf_efficientnet_b3 (default: detected)")
+    p.add_argument("--offline", action="store_true", help="with --pretrained: use the download cache only")
+    p.add_argument("--resolution", type=int, help="input side in pixels (the resolution multiplier rho); default: the paper's (with --pretrained: the published crop)")
     p.add_argument("--num-classes", type=int)
     p.add_argument("--in-chans", type=int)
     p.add_argument("--layers", action="store_true", help="print the per-layer table")
