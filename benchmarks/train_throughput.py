@@ -10,15 +10,19 @@ epochs) on the same images (a fixed subset of the shared CIFAR-10 archive):
   its faster layout here).
 
 Images/s count training steps only (validation excluded); accuracy is top-1 on the same fixed
-validation split after the same number of epochs. Prints a table and writes JSON.
+validation split after every epoch. Each seed changes the initial weights, augmentation draws and
+batch order of both runs; the table gives mean and standard deviation over seeds, since top-1 after
+a few epochs swings by several points between equivalent runs. Prints a table, writes JSON and a
+PNG of validation top-1 per epoch (both pipelines, every seed).
 
-    python benchmarks/train_throughput.py [--archive PATH] [--per-class 1000] [--epochs 3]
+    python benchmarks/train_throughput.py [--archive PATH] [--per-class 600] [--epochs 6] [--seeds 0 1 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import sys
@@ -84,6 +88,7 @@ def run_smallnets(name, knobs, overrides, data_cfg: DataConfig, train_cfg: Train
     return trainer, init, {
         "images_per_s": sum(r["images_per_s"] * r["epoch_s"] for r in trainer.history) / sum(r["epoch_s"] for r in trainer.history),
         "val_top1": last["val_top1"],
+        "val_top1_per_epoch": [r["val_top1"] for r in trainer.history],
         "train_s": trainer.train_time,
         "precision": trainer.precision,
         "channels_last": trainer.config.train.channels_last,
@@ -105,7 +110,7 @@ def run_baseline(name, knobs, trainer: Trainer, init_state, files, labels, val_f
     base_lr = trainer.base_lr
     opt = build_optimizer(model, train_cfg, base_lr)
     schedule = Schedule(train_cfg, len(loader))
-    step, seen, busy = 0, 0, 0.0
+    step, seen, busy, curve = 0, 0, 0.0, []
     for epoch in range(train_cfg.epochs):
         model.train()
         t0 = time.perf_counter()
@@ -118,61 +123,114 @@ def run_baseline(name, knobs, trainer: Trainer, init_state, files, labels, val_f
             step += 1
             seen += y.shape[0]
         busy += time.perf_counter() - t0
-        print(f"  baseline epoch {epoch + 1}: {seen / busy:.0f} img/s so far", file=sys.stderr, flush=True)
-    result = evaluate(model, val_loader, 10)
-    return {"images_per_s": seen / busy, "val_top1": result.top1, "train_s": busy, "precision": "fp32"}
+        curve.append(evaluate(model, val_loader, 10).top1)  # not timed, as the trainer's validation
+        print(f"  baseline epoch {epoch + 1}: {seen / busy:.0f} img/s so far, val top-1 {curve[-1]:.1f}%", file=sys.stderr, flush=True)
+    return {"images_per_s": seen / busy, "val_top1": curve[-1], "val_top1_per_epoch": curve, "train_s": busy, "precision": "fp32"}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archive", default=str(REPO.parent / "shared" / "data" / "cifar10-train-jpg.tar.gz"))
     parser.add_argument("--per-class", type=int, default=600, help="images per class used (train + val)")
-    parser.add_argument("--epochs", type=int, default=3, help="(top-1 after fewer epochs swings by several points between equivalent runs)")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up before the cosine decay (both pipelines)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2, help="baseline DataLoader workers")
-    parser.add_argument("--seed", type=int, default=0, help="initial weights, augmentation and batch order of both runs")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one pair of runs per model and seed")
     parser.add_argument("--models", nargs="*", help="subset of: " + ", ".join(n for n, _, _ in MODELS))
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "train_throughput.json"))
     args = parser.parse_args(argv)
+    if args.models and (unknown := set(args.models) - {n for n, _, _ in MODELS}):
+        parser.error(f"--models must be among {', '.join(n for n, _, _ in MODELS)}; got {', '.join(sorted(unknown))}")
 
     work = Path(tempfile.mkdtemp(prefix="smallnets-bench-"))
     with tarfile.open(args.archive) as tar:  # the baseline reads plain files
         tar.extractall(work / "files", filter="data")
     data_cfg = DataConfig(path=args.archive, batch_size=args.batch_size, val_fraction=0.1, limit_per_class=args.per_class,
                           pipeline="tensor", cache_dir=str(work / "cache"))  # fmt: skip
-    train_cfg = TrainConfig(epochs=args.epochs, lr=0.1, warmup_epochs=0.0, progress=True, seed=args.seed)
-    rows = []
-    for name, knobs, overrides in MODELS:
-        if args.models and name not in args.models:
-            continue
-        print(f"[{name}] smallnets pipeline", file=sys.stderr, flush=True)
-        trainer, init, ours = run_smallnets(name, knobs, overrides, data_cfg, train_cfg, work / "runs")
-        split = json.loads((trainer.run_dir / "split.json").read_text())
-        val_names = set(split_val_files(split))
-        files, labels, val_files, val_labels = [], [], [], []
-        for c, cls in enumerate(trainer.classes):
-            names = sorted(p for p in (work / "files").rglob(f"{cls}/*.jpg"))[: args.per_class]
-            for p in names:
-                rel = p.relative_to(work / "files").as_posix()
-                (val_files if rel in val_names else files).append(p)
-                (val_labels if rel in val_names else labels).append(c)
-        assert len(val_files) == trainer.data.num_val, (len(val_files), trainer.data.num_val)
-        print(f"[{name}] baseline ({len(files)} train / {len(val_files)} val files)", file=sys.stderr, flush=True)
-        base = run_baseline(name, knobs, trainer, init, files, labels, val_files, val_labels, train_cfg, args.workers)
-        rows.append({"model": name, "knobs": knobs, "overrides": overrides, "baseline": base, "smallnets": ours, "speedup": ours["images_per_s"] / base["images_per_s"]})
+    models = [m for m in MODELS if not args.models or m[0] in args.models]
+    runs = []
+    for seed in args.seeds:
+        train_cfg = TrainConfig(epochs=args.epochs, lr=0.1, warmup_epochs=args.warmup_epochs, progress=True, seed=seed)
+        for name, knobs, overrides in models:
+            print(f"[{name} seed {seed}] smallnets pipeline", file=sys.stderr, flush=True)
+            trainer, init, ours = run_smallnets(name, knobs, overrides, data_cfg, train_cfg, work / "runs")
+            split = json.loads((trainer.run_dir / "split.json").read_text())
+            val_names = set(split_val_files(split))
+            files, labels, val_files, val_labels = [], [], [], []
+            for c, cls in enumerate(trainer.classes):
+                names = sorted(p for p in (work / "files").rglob(f"{cls}/*.jpg"))[: args.per_class]
+                for p in names:
+                    rel = p.relative_to(work / "files").as_posix()
+                    (val_files if rel in val_names else files).append(p)
+                    (val_labels if rel in val_names else labels).append(c)
+            assert len(val_files) == trainer.data.num_val, (len(val_files), trainer.data.num_val)
+            print(f"[{name} seed {seed}] baseline ({len(files)} train / {len(val_files)} val files)", file=sys.stderr, flush=True)
+            base = run_baseline(name, knobs, trainer, init, files, labels, val_files, val_labels, train_cfg, args.workers)
+            runs.append({"model": name, "seed": seed, "knobs": knobs, "overrides": overrides, "baseline": base, "smallnets": ours,
+                         "speedup": ours["images_per_s"] / base["images_per_s"]})  # fmt: skip
 
-    print(f"\nCIFAR-10 subset ({args.per_class}/class, 10% val), batch {args.batch_size}, {args.epochs} epochs, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")  # fmt: skip
-    print(f"{'model':<28}{'baseline img/s':>16}{'smallnets img/s':>17}{'speed-up':>10}{'base top-1':>12}{'ours top-1':>12}")
+    rows = [summarise([r for r in runs if r["model"] == name]) for name, _, _ in models]
+    print(f"\nCIFAR-10 subset ({args.per_class}/class, 10% val), batch {args.batch_size}, {args.epochs} epochs "
+          f"({args.warmup_epochs:g} warm-up), seeds {' '.join(map(str, args.seeds))}, {torch.get_num_threads()} threads, torch {torch.__version__}")  # fmt: skip
+    print("mean (sd) over seeds; top-1 after the last epoch; gap = ours - baseline, with its standard error")
+    print(f"{'model':<30}{'baseline img/s':>15}{'smallnets img/s':>16}{'speed-up':>13}{'base top-1':>14}{'ours top-1':>14}{'gap':>15}")
     for r in rows:
-        label = r["model"] + ("" if not r["knobs"] else " " + ",".join(f"{k}={v}" for k, v in r["knobs"].items() if k != "cifar"))
-        print(f"{label:<28}{r['baseline']['images_per_s']:>16.0f}{r['smallnets']['images_per_s']:>17.0f}{r['speedup']:>9.2f}x"
-              f"{r['baseline']['val_top1']:>11.1f}%{r['smallnets']['val_top1']:>11.1f}%")  # fmt: skip
-    out = {"benchmark": "train_throughput", "environment": environment(), "seed": args.seed, "per_class": args.per_class, "epochs": args.epochs,
-           "batch_size": args.batch_size, "baseline_workers": args.workers, "rows": rows}  # fmt: skip
+        label = r["model"] + " " + ",".join(f"{k}={v}" for k, v in r["knobs"].items() if k != "cifar")
+        b, o = r["baseline"], r["smallnets"]
+        print(f"{label:<30}{b['images_per_s'][0]:>9.0f} ({b['images_per_s'][1]:>3.0f}){o['images_per_s'][0]:>10.0f} ({o['images_per_s'][1]:>3.0f})"
+              f"{r['speedup'][0]:>7.2f}x ({r['speedup'][1]:.2f}){b['val_top1'][0]:>8.1f} ({b['val_top1'][1]:>3.1f}){o['val_top1'][0]:>8.1f} ({o['val_top1'][1]:>3.1f})"
+              f"{r['gap'][0]:>+9.1f} ({r['gap'][1]:.1f})")  # fmt: skip
+    out = {"benchmark": "train_throughput", "environment": environment(), "seeds": args.seeds, "per_class": args.per_class, "epochs": args.epochs,
+           "warmup_epochs": args.warmup_epochs, "batch_size": args.batch_size, "baseline_workers": args.workers, "rows": rows, "runs": runs}  # fmt: skip
     atomic_write_text(args.out, json.dumps(out, indent=2))
-    print(f"wrote {os.path.relpath(args.out)}")
+    png = plot_curves(runs, [m[0] for m in models], Path(args.out).with_suffix(".png"))
+    print(f"wrote {os.path.relpath(args.out)} and {os.path.relpath(png)}")
     return 0
+
+
+def _mean_sd(values) -> tuple[float, float]:
+    a = np.asarray(values, dtype=float)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Mean and sample standard deviation over seeds; the top-1 gap's standard error treats seeds as paired."""
+    gaps = [r["smallnets"]["val_top1"] - r["baseline"]["val_top1"] for r in runs]
+    gap_mean, gap_sd = _mean_sd(gaps)
+    return {
+        "model": runs[0]["model"],
+        "knobs": runs[0]["knobs"],
+        "seeds": [r["seed"] for r in runs],
+        "baseline": {k: _mean_sd([r["baseline"][k] for r in runs]) for k in ("images_per_s", "val_top1")},
+        "smallnets": {k: _mean_sd([r["smallnets"][k] for r in runs]) for k in ("images_per_s", "val_top1")},
+        "speedup": _mean_sd([r["speedup"] for r in runs]),
+        "gap": (gap_mean, gap_sd / math.sqrt(len(gaps))),
+    }
+
+
+def plot_curves(runs: list[dict], models: list[str], out: Path) -> Path:
+    """Validation top-1 per epoch: one panel per model, every seed, baseline grey, smallnets coloured."""
+    from matplotlib.ticker import MaxNLocator
+
+    from smallnets.plots import _new_figure, _save
+
+    fig = _new_figure(4.2 * len(models), 3.4)
+    axes = fig.subplots(1, len(models), squeeze=False)[0]
+    for ax, name in zip(axes, models):
+        for r in (r for r in runs if r["model"] == name):
+            for key, style in (("baseline", {"color": "0.55", "ls": "--"}), ("smallnets", {"color": "tab:blue"})):
+                curve = r[key]["val_top1_per_epoch"]
+                first = r["seed"] == runs[0]["seed"]
+                label = f"{key} ({r[key]['images_per_s']:.0f} img/s)" if first else None
+                ax.plot(range(1, len(curve) + 1), curve, lw=1.4, marker="o", ms=3, label=label, **style)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    axes[0].set_ylabel("validation top-1 (%)")
+    return _save(fig, out, dpi=110)
 
 
 def split_val_files(split: dict) -> list[str]:
