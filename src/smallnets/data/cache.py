@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from smallnets._io import atomic_path
 from smallnets.data import skips
 from smallnets.data.images import UnreadableImageError, center_crop, decode_image, resize_shorter
-from smallnets.data.progress import Progress
+from smallnets.progress import Progress
 from smallnets.data.sources import Catalog
 
 CACHE_FORMAT = 1  # bump when the decode rules or the file layout change

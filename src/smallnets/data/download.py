@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from smallnets.data.progress import Progress
+from smallnets.progress import Progress
 
 CHUNK = 1 << 20  # bytes per read
 

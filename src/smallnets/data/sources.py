@@ -20,7 +20,7 @@ from pathlib import Path
 
 from smallnets.data import skips
 from smallnets.data.images import image_size, is_image_name
-from smallnets.data.progress import Progress
+from smallnets.progress import Progress
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 _VAL_DIRS = ("val", "validation")

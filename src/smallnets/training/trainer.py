@@ -46,7 +46,7 @@ from smallnets.registry import create_model, model_info
 from smallnets import distributed as distr
 from smallnets.training.config import ModelConfig, RunConfig, TrainConfig, build_dataclass, check_train_config, field_types
 from smallnets.training.optim import ModelEMA, Schedule, build_optimizer, mix_batch, resolved_lr
-from smallnets.training.progress import Progress, format_duration
+from smallnets.progress import Progress, format_duration
 
 METRIC_COLUMNS = (
     "epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_top1", "val_top5",
@@ -481,8 +481,8 @@ class Trainer:
         for module in self.frozen_modules:  # frozen layers keep their BatchNorm statistics too
             module.eval()
         total = self.steps_per_epoch
-        prog = Progress(total, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", enabled=cfg.progress and self.dist.is_main)
-        prog.count = self.batch
+        prog = Progress(f"epoch {self.epoch + 1}/{cfg.epochs}", total, unit="steps", rate_unit="img", initial=self.batch,
+                        enabled=cfg.progress and self.dist.is_main)  # fmt: skip
         done = 0
         t_start = time.perf_counter()
         t_last = t_start
@@ -535,7 +535,7 @@ class Trainer:
             now = time.perf_counter()
             partial["time"] += now - t_last
             t_last = now
-            prog.update(1, n * self.dist.world_size, loss=partial["loss_sum"] / max(1, partial["seen"]), lr=lr)
+            prog.update(1, items=n * self.dist.world_size, loss=partial["loss_sum"] / max(1, partial["seen"]), lr=lr)
             if packed[1] >= 2.0:
                 self.train_time += now - t_start
                 prog.close()
