@@ -162,14 +162,14 @@ def test_imagenet_classes_ship_with_the_package():
 SQUEEZE = INTEROP / "torchvision__squeezenet1_1.weights.safetensors"
 
 
-def _tiny_run(tmp_path, **train):
+def _tiny_run(tmp_path, model="squeezenet1_1", **train):
     from test_train import make_image_folder
 
     from smallnets.training import RunConfig, Trainer
 
     data = make_image_folder(tmp_path / "shapes", per_class=8, size=64)
     raw = {
-        "model": {"name": "squeezenet1_1"},
+        "model": {"name": model},
         "data": {"path": str(data), "batch_size": 8, "val_fraction": 0.25, "pipeline": "tensor", "cache_dir": str(tmp_path / "cache")},
         "train": {"epochs": 1, "lr": 0.01, "precision": "fp32", "progress": False, "out": str(tmp_path), "pretrained": str(SQUEEZE), **train},
     }
@@ -191,6 +191,28 @@ def test_linear_probe_trains_only_the_new_classifier(tmp_path):
     info = json.loads((result.run_dir / "run.json").read_text())
     assert info["pretrained"]["format"] == "torchvision:squeezenet1_1"
     assert info["pretrained"]["reinitialised"] == ["classifier.conv10.conv.weight", "classifier.conv10.conv.bias"]
+    # inputs are normalised as the checkpoint was trained (not with the data set's own statistics),
+    # and the run's config and the deployable weights' sidecar say so
+    imagenet = get_format("torchvision:squeezenet1_1").preprocessing
+    assert trainer.data.preprocessing["mean"] == list(imagenet["mean"]) and trainer.data.preprocessing["std"] == list(imagenet["std"])
+    assert json.loads((result.run_dir / "config.json").read_text())["data"]["mean"] == list(imagenet["mean"])
+    assert json.loads((result.run_dir / "last.json").read_text())["preprocessing"]["std"] == list(imagenet["std"])
+
+
+def test_fine_tune_normalisation_follows_the_checkpoint_unless_given(tmp_path):
+    from smallnets.data import DataConfig
+
+    mv1 = INTEROP / "timm__mobilenetv1_100.weights.safetensors"  # timm's MobileNetV1: mean = std = 0.5
+    trainer = _tiny_run(tmp_path, "mobilenet_v1", name="mv1", pretrained=str(mv1))
+    assert trainer.data.preprocessing["mean"] == [0.5] * 3 == trainer.data.preprocessing["std"]
+    plain = _tiny_run(tmp_path, name="plain", pretrained=None)  # no checkpoint: the data set's own statistics
+    assert plain.data.preprocessing["mean"] != [0.5] * 3 and plain.config.data.mean is None
+    given = DataConfig(path=str(tmp_path / "shapes"), mean=(0.4, 0.4, 0.4), std=[0.2, 0.2, 0.2])
+    assert given.std == (0.2, 0.2, 0.2)
+    for bad, match in (({"std": (0.2, 0.0, 0.2), "mean": (0, 0, 0)}, "std must be three numbers > 0"),
+                       ({"mean": (0.5, 0.5)}, "mean must be three numbers"), ({"mean": (0.5, 0.5, 0.5)}, "mean and std must be given together")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            DataConfig(path="x", **bad)
 
 
 def test_backbone_learning_rate_scale_and_stage_freezing(tmp_path):

@@ -101,11 +101,13 @@ def _formats() -> dict[str, WeightFormat]:
         out.append(WeightFormat(f"{tv}:efficientnet_b{i}", f"efficientnet_b{i}", {}, _prep(crop, resize, "bicubic"), "features.0.0"))
     tm = "timm"
     rel = "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/"
+    # timm's MobileNetV1 weights (ra4 recipe) are trained on inputs normalised with mean = std = 0.5;
+    # 125 is evaluated at crop_pct 0.9 (075 / 050 / 025 have no published weights: the family's values)
     for tag, width in (("100", 1.0), ("125", 1.25), ("075", 0.75), ("050", 0.5), ("025", 0.25)):
         out.append(WeightFormat(f"{tm}:mobilenetv1_{tag}", "mobilenet_v1", {"width_mult": width} if width != 1.0 else {},
-                                _timm_prep(224, 0.875), "conv_stem"))  # fmt: skip
-    out.append(WeightFormat(f"{tm}:mobilenetv1_100h", "mobilenet_v1", {"head_chs": 1024}, _timm_prep(224, 0.875), "conv_stem",
-                            notes="MobileNetV1 with a 1x1 conv head (1024 -> 1024) before pooling"))  # fmt: skip
+                                _timm_prep(224, 0.9 if tag == "125" else 0.875, INCEPTION_MEAN, INCEPTION_STD), "conv_stem"))  # fmt: skip
+    out.append(WeightFormat(f"{tm}:mobilenetv1_100h", "mobilenet_v1", {"head_chs": 1024}, _timm_prep(224, 0.875, INCEPTION_MEAN, INCEPTION_STD),
+                            "conv_stem", notes="MobileNetV1 with a 1x1 conv head (1024 -> 1024) before pooling"))  # fmt: skip
     v2_files = {"100": "mobilenetv2_100_ra-b33bc2c4.pth", "140": "mobilenetv2_140_ra-21a4e913.pth", "050": "mobilenetv2_050-3d30d450.pth"}
     for tag, width in (("100", 1.0), ("140", 1.4), ("075", 0.75), ("050", 0.5), ("035", 0.35)):
         out.append(WeightFormat(f"{tm}:mobilenetv2_{tag}", "mobilenet_v2", {"width_mult": width} if width != 1.0 else {},

@@ -34,6 +34,10 @@ class DataConfig:
     limit_per_class: int | None = None  # use only the first N files (sorted) of each class and part
     cifar_val: str = "test"  # cifar10/100: "test" = official test batch, "holdout" = val_fraction of train
     drop_last: bool = False  # drop each epoch's final partial training batch
+    # normalisation (x - mean) / std in [0, 1] units; None: the data set's own statistics (tensor path),
+    # ImageNet's (loader path); a fine-tune from a checkpoint takes the checkpoint's (smallnets train --pretrained)
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, (str, os.PathLike)) or not os.fspath(self.path):
@@ -56,6 +60,17 @@ class DataConfig:
             check_int("workers", self.workers, minimum=0)
         check_int("crop_padding", self.crop_padding, minimum=0)
         check_int("cutout", self.cutout, minimum=0)
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            ok = isinstance(value, (list, tuple)) and len(value) == 3 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+            if not ok or (name == "std" and min(value) <= 0):
+                rule = "three numbers" + (" > 0" if name == "std" else "") + " (per RGB channel, in [0, 1] pixel units)"
+                raise ValueError(f"{name} must be {rule}, got {value!r}")
+            setattr(self, name, tuple(float(v) for v in value))
+        if (self.mean is None) != (self.std is None):
+            raise ValueError(f"mean and std must be given together, got mean={self.mean!r}, std={self.std!r}")
 
     @classmethod
     def from_dict(cls, values: Mapping) -> DataConfig:

@@ -125,10 +125,16 @@ class Trainer:
         self.amp_dtype = AMP_DTYPES[self.precision]
         self._seed_everything(cfg.seed + self.dist.rank)
 
+        if not self.dist.is_main:
+            distr.barrier(self.dist)  # rank 0 downloads / decodes / extracts first; the rest hit its caches
+        # a fine-tune normalises as the checkpoint was trained (unless mean / std are given); the
+        # resolved values go into the run's config, so a resume needs no checkpoint lookup for them
+        pretrained = self._resolve_pretrained(loading=_resume_state is None) if cfg.pretrained else None
+        if pretrained is not None and config.data.mean is None:
+            prep = pretrained[1].preprocessing
+            config = self.config = dataclasses.replace(config, data=dataclasses.replace(config.data, mean=tuple(prep["mean"]), std=tuple(prep["std"])))
         # the trainer decides the memory format of batches and model alike
         data_cfg = dataclasses.replace(config.data, channels_last=cfg.channels_last)
-        if not self.dist.is_main:
-            distr.barrier(self.dist)  # rank 0 decodes / downloads / extracts first; the rest hit its cache
         self.data = build_data(data_cfg, seed=cfg.seed, device=self.device, rank=self.dist.rank,
                                world_size=self.dist.world_size, progress=cfg.progress and self.dist.is_main)  # fmt: skip
         if self.dist.is_main:
@@ -137,8 +143,8 @@ class Trainer:
         self.num_classes = len(self.classes)
         knobs = dict(config.model.knobs)
         self.pretrained_report: dict | None = None
-        if cfg.pretrained:
-            self.model = self._pretrained_model(config.model.name, knobs, loading=_resume_state is None)
+        if pretrained is not None:
+            self.model = self._pretrained_model(config.model.name, knobs, *pretrained)
         else:
             self.model = create_model(config.model.name, num_classes=self.num_classes, **knobs)
         self.model_config = self.model.smallnets_config
@@ -202,17 +208,25 @@ class Trainer:
         state = load_state(state_path)
         return cls(config, run_dir=run_dir, _resume_state=state)
 
-    def _pretrained_model(self, name: str, knobs: dict, *, loading: bool) -> nn.Module:
-        """The model with the checkpoint's knobs (the user's win) and, unless resuming, its weights; a new classifier."""
-        from smallnets.pretrained import apply_checkpoint, detect_format, get_format, read_checkpoint, resolve_source
+    def _resolve_pretrained(self, *, loading: bool):
+        """(path, format, checkpoint or None) of ``train.pretrained``; the checkpoint is read when loading
+        (a resumed run takes every weight from its own state) or when its format must be detected."""
+        from smallnets.pretrained import detect_format, get_format, read_checkpoint, resolve_source
 
         cfg = self.config.train
         path, fmt = resolve_source(cfg.pretrained, format=cfg.pretrained_format, progress=cfg.progress and self.dist.is_main)
         src = read_checkpoint(path) if loading or fmt is None else None  # read once: for detection and loading alike
         if fmt is None:
             fmt = get_format(detect_format(src))
+        return path, fmt, src if loading else None
+
+    def _pretrained_model(self, name: str, knobs: dict, path, fmt, src) -> nn.Module:
+        """The model with the checkpoint's knobs (the user's win) and, unless resuming, its weights; a new classifier."""
+        from smallnets.pretrained import apply_checkpoint
+
+        cfg = self.config.train
         model = create_model(name, num_classes=self.num_classes, **{**fmt.knobs, **knobs})
-        if loading:  # a resumed run takes every weight from its own state
+        if src is not None:
             apply_checkpoint(model, src, fmt, source=cfg.pretrained, path=path)
             self.pretrained_report = {"format": fmt.name, "source": cfg.pretrained, **model.smallnets_meta["load_report"]}
             if self.dist.is_main and cfg.progress:
