@@ -33,6 +33,18 @@ def test_profile_with_knobs_json():
     assert "layers" not in data
 
 
+def test_profile_knob_flags_parse_as_train_does():
+    # a bare boolean flag is true, as in smallnets train; a CIFAR stem is profiled at 32 px
+    res = run("profile", "mobilenet_v1", "--cifar", "--width-mult=0.5", "--json", "--no-latency", "--no-memory")
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["knobs"] == {"cifar": True, "width_mult": 0.5} and data["input_size"] == [3, 32, 32]
+    assert 40e6 < data["macs"] < 50e6
+    import smallnets
+
+    assert smallnets.profile(smallnets.create_model("mobilenet_v2", cifar=True), latency=False, memory=False).input_size == (3, 32, 32)
+
+
 def test_profile_text_layers_and_latency():
     res = run("profile", "squeezenet1_1", "--resolution", "96", "--layers", "--runs", "3", "--bypass", "simple")
     assert res.returncode == 0, res.stderr

@@ -13,23 +13,11 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def _knobs_from_extra(extra: Sequence[str]) -> dict:
-    """Turn leftover ``--some-knob VALUE`` / ``--some-knob=VALUE`` flags into ``{'some_knob': value}``."""
+    """Leftover ``--some-knob VALUE`` / ``--some-knob=VALUE`` / bare ``--some-knob`` (true) flags as
+    ``{'some_knob': value}``: the same parsing as ``smallnets train``'s knob flags."""
     from smallnets.compare import parse_value
 
-    knobs, i = {}, 0
-    while i < len(extra):
-        flag = extra[i]
-        if not flag.startswith("--") or len(flag) == 2:
-            raise ValueError(f"expected a knob flag like --width-mult 0.5, got {flag!r}")
-        key, sep, value = flag[2:].partition("=")
-        if not sep:
-            if i + 1 >= len(extra) or extra[i + 1].startswith("--"):
-                raise ValueError(f"knob flag {flag} needs a value, e.g. {flag} 0.5 or {flag}=true")
-            value = extra[i + 1]
-            i += 1
-        knobs[key.replace("-", "_")] = parse_value(value)
-        i += 1
-    return knobs
+    return {key: True if value is None else parse_value(value) for key, value in _flag_pairs(extra)}
 
 
 def _flag_pairs(extra: Sequence[str]) -> list[tuple[str, str | None]]:
@@ -38,7 +26,7 @@ def _flag_pairs(extra: Sequence[str]) -> list[tuple[str, str | None]]:
     while i < len(extra):
         flag = extra[i]
         if not flag.startswith("--") or len(flag) == 2:
-            raise ValueError(f"expected an option like --epochs 10 or --width-mult 0.5, got {flag!r}")
+            raise ValueError(f"expected an option like --width-mult 0.5 (or a bare --cifar for true), got {flag!r}")
         key, sep, value = flag[2:].partition("=")
         if not sep:
             if i + 1 < len(extra) and not extra[i + 1].startswith("--"):
@@ -178,7 +166,7 @@ def cmd_profile(args, extra) -> int:
         if args.name is None:
             raise ValueError("profile needs a zoo model name (e.g. mobilenet_v2), or --pretrained SOURCE")
         resolve_knobs(args.name, knobs)  # an unknown flag is named as such, before profile() sees it
-        c, h, w = model_info(args.name).input_size
+        c, h, w = (3, 32, 32) if knobs.get("cifar") is True else model_info(args.name).input_size  # a CIFAR stem: 32 px
         if args.in_chans is not None:
             c = args.in_chans
         if args.resolution is not None:

@@ -435,14 +435,13 @@ def profile(
     Counts (params, MACs, size, per-layer table) are exact; activation memory and latency are
     measured on this machine (``latency=False`` / ``memory=False`` skip them).
     """
-    from smallnets.registry import create_model, model_info
+    from smallnets.registry import create_model, list_models, model_info
 
     if isinstance(model, str):
         name = model
-        if input_size is None:
-            input_size = model_info(name).input_size
         net = create_model(name, **knobs)
         net_knobs = {k: v for k, v in knobs.items()}
+        built_with = net.smallnets_config["knobs"]
     else:
         if knobs:
             raise TypeError(f"knobs ({', '.join(knobs)}) can only be given with a model name, not a built model")
@@ -450,8 +449,9 @@ def profile(
         cfg = getattr(model, "smallnets_config", None)
         name = cfg["name"] if cfg else type(model).__name__
         net_knobs = {}
-        if input_size is None:
-            input_size = model_info(name).input_size if cfg else (3, 224, 224)
+        built_with = cfg["knobs"] if cfg else {}
+    if input_size is None:  # the paper's resolution; a CIFAR stem's 32 px
+        input_size = (3, 32, 32) if built_with.get("cifar") else model_info(name).input_size if name in list_models() else (3, 224, 224)
     input_size = _check_input_size(input_size)
     layers = count_layers(net, input_size)
     n_params = sum(p.numel() for p in net.parameters())
