@@ -34,6 +34,13 @@ RECIPES = {
     "mobilenet_v2": ["mobilenet_v2", "--cifar", "true", "--epochs", "80", "--lr", "0.4", "--cutout", "16", *COMMON],
     "mobilenet_v1": ["mobilenet_v1", "--cifar", "true", "--epochs", "110", "--lr", "0.4", "--cutout", "16", *COMMON],
     "densenet_cifar": ["densenet_cifar", "--epochs", "30", "--lr", "0.4", *COMMON],
+    # Next attempts at 93% (the two above over-fit and stop at 91.6-91.9%): more epochs with an EMA of
+    # the weights for MobileNetV1 (~27k img/s alone: 150 epochs in ~4.2 min), CutMix and EMA for V2
+    # (~17k img/s alone: 100 epochs in ~4.4 min). Run them one at a time.
+    "mobilenet_v1_ema": ["mobilenet_v1", "--cifar", "true", "--epochs", "150", "--lr", "0.4", "--cutout", "16", "--ema", "true",
+                         "--ema-decay", "0.999", *COMMON],
+    "mobilenet_v2_cutmix": ["mobilenet_v2", "--cifar", "true", "--epochs", "100", "--lr", "0.4", "--cutmix", "1.0", "--ema", "true",
+                            "--ema-decay", "0.999", *COMMON],
 }  # fmt: skip
 
 
@@ -43,7 +50,7 @@ def first_at(history: list[dict], level: float) -> dict | None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", action="append", choices=sorted(RECIPES), help="recipes to run (default: mobilenet_v2, mobilenet_v1)")
+    parser.add_argument("--recipe", action="append", choices=sorted(RECIPES), help="recipes to run (default: mobilenet_v1_ema, mobilenet_v2_cutmix)")
     parser.add_argument("--target", type=float, default=93.0, help="validation top-1 to reach, in percent")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--epochs", type=int, help="override the recipes' epochs (a quick look)")
@@ -55,7 +62,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "cifar_time_to_accuracy.json"))
     args = parser.parse_args(argv)
     launched = []
-    for key in args.recipe or ["mobilenet_v2", "mobilenet_v1"]:
+    for key in args.recipe or ["mobilenet_v1_ema", "mobilenet_v2_cutmix"]:
         name = f"tta-{key}"
         run = Path(args.runs) / name
         if run.exists():
