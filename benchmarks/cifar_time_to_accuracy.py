@@ -87,8 +87,9 @@ def main(argv=None) -> int:
         if code != 0:
             print(f"{key}: smallnets train exited with {code}", file=sys.stderr)
             return code
-        history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        best = max(history, key=lambda r: r.get("val_top1") or 0.0)
+        metrics = run / "metrics.jsonl"  # absent when the run stopped inside its first epoch
+        history = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.is_file() else []
+        best = max(history, key=lambda r: r.get("val_top1") or 0.0, default={"val_top1": 0.0, "epoch": 0})
         hit = first_at(history, args.target)
         reached = {}
         for level in (80, 90, 92, 93, 94):
@@ -96,7 +97,8 @@ def main(argv=None) -> int:
             reached[str(level)] = None if r is None else {"epoch": r["epoch"], "train_s": round(r["elapsed_s"], 1), "wall_s": round(r["wall_s"], 1)}
         curve = Path(args.out).with_name(f"cifar_time_to_accuracy_{key}.png")
         curve.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(run / "curves.png", curve)
+        if (run / "curves.png").is_file():
+            shutil.copyfile(run / "curves.png", curve)
         results.append({
             "recipe": key, "command": shown, "target": args.target, "reached_target": hit is not None,
             "target_epoch": hit and hit["epoch"], "target_train_s": hit and round(hit["elapsed_s"], 1),
