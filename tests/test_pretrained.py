@@ -226,6 +226,47 @@ def test_backbone_learning_rate_scale_and_stage_freezing(tmp_path):
         _tiny_run(tmp_path, name="bad", freeze="stages.99")
 
 
+def test_fine_tune_from_a_smallnets_run(tmp_path):
+    import shutil
+
+    from smallnets.data.download import ChecksumError
+
+    scratch = _tiny_run(tmp_path, name="first", pretrained=None)  # 4 classes, trained from scratch
+    first = scratch.fit()
+    model = load_pretrained(None, first.run_dir)  # a run directory: its best weights, model and knobs from the sidecar
+    assert type(model).__name__ == "SqueezeNet" and model.smallnets_meta["pretrained"]["format"] == "smallnets"
+    assert model.smallnets_meta["classes"] == scratch.classes and len(scratch.classes) == 4
+    saved = smallnets.load_weights(first.run_dir).state_dict()
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
+    # a new task with 3 of the classes: the classifier is new, everything else is the run's
+    three = tmp_path / "three"
+    shutil.copytree(tmp_path / "shapes", three)
+    shutil.rmtree(three / sorted(p.name for p in three.iterdir())[-1])
+    from smallnets.training import RunConfig, Trainer
+
+    raw = {"model": {"name": "squeezenet1_1"},
+           "data": {"path": str(three), "batch_size": 8, "val_fraction": 0.25, "pipeline": "tensor", "cache_dir": str(tmp_path / "cache")},
+           "train": {"epochs": 1, "lr": 0.01, "precision": "fp32", "progress": False, "out": str(tmp_path), "name": "second",
+                     "pretrained": str(first.run_dir / "last.safetensors")}}  # fmt: skip
+    trainer = Trainer(RunConfig.from_dict(raw))
+    assert trainer.pretrained_report["format"] == "smallnets"
+    assert trainer.pretrained_report["reinitialised"] == ["classifier.conv10.conv.weight", "classifier.conv10.conv.bias"]
+    last = smallnets.load_weights(first.run_dir / "last.safetensors").state_dict()
+    assert all(torch.equal(trainer.model.state_dict()[k], last[k]) for k in last if not k.startswith("classifier"))
+    # the first run's normalisation carries over
+    assert trainer.data.preprocessing["mean"] == json.loads((first.run_dir / "last.json").read_text())["preprocessing"]["mean"]
+    # a changed file is caught by the sidecar's digest; a torchvision format name contradicts it
+    with pytest.raises(ValueError, match="contradicts"):
+        load_pretrained(None, first.run_dir, format="torchvision:squeezenet1_1")
+    tampered = tmp_path / "tampered"
+    shutil.copytree(first.run_dir, tampered)
+    with open(tampered / "best.safetensors", "r+b") as f:
+        f.seek(-4, 2)
+        f.write(b"\x00\x01\x02\x03")
+    with pytest.raises(ChecksumError, match="does not match"):
+        load_pretrained(None, tampered)
+
+
 def test_convert_then_predict_from_the_command_line(tmp_path):
     import subprocess
     import sys

@@ -476,13 +476,20 @@ def _meta_from_metadata(metadata: Mapping[str, str], file: Path) -> dict[str, An
     return meta
 
 
-def _rebuild(meta: Mapping[str, Any], file: Path) -> nn.Module:
-    from smallnets.registry import create_model, model_info
+def recorded_knobs(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """A sidecar's knobs as ``create_model`` takes them (JSON has no tuples: tuple-valued knobs get their type back)."""
+    from smallnets.registry import model_info
 
     info = model_info(meta["model"])
-    # JSON has no tuples: give tuple-valued knobs their type back.
     knobs = dict(meta.get("knobs") or {})
     knobs.update({k: tuple(v) for k, v in knobs.items() if isinstance(v, list) and isinstance(info.knobs.get(k), tuple)})
+    return knobs
+
+
+def _rebuild(meta: Mapping[str, Any], file: Path) -> nn.Module:
+    from smallnets.registry import create_model
+
+    knobs = recorded_knobs(meta)
     try:
         return create_model(meta["model"], num_classes=meta["num_classes"], in_chans=meta["in_chans"], **knobs)
     except (TypeError, ValueError) as err:

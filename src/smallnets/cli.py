@@ -361,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Any model knob can be given as a flag: --width-mult 0.5, --groups 8, --bypass simple, --separable false.",
     )
     p.add_argument("name", nargs="?", help="zoo model name (optional with --pretrained: the checkpoint format's model)")
-    p.add_argument("--pretrained", metavar="SOURCE", help="profile the model a torchvision / timm checkpoint fills (file, https URL or FORMAT=PATH)")
+    p.add_argument("--pretrained", metavar="SOURCE", help="profile the model a checkpoint fills: torchvision / timm file, https URL, FORMAT=PATH, or a smallnets run or weights file")
     p.add_argument("--format", help="checkpoint format with --pretrained, e.g. timm:tf_efficientnet_b3 (default: detected)")
     p.add_argument("--offline", action="store_true", help="with --pretrained: use the download cache only")
     p.add_argument("--resolution", type=int, help="input side in pixels (the resolution multiplier rho); default: the paper's (with --pretrained: the published crop)")
@@ -428,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("weights", metavar="RUN_OR_WEIGHTS", help="run directory or .safetensors; with --pretrained, a zoo model name")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
-    p.add_argument("--pretrained", metavar="SOURCE", help="torchvision / timm checkpoint: file, https URL or FORMAT=PATH")
+    p.add_argument("--pretrained", metavar="SOURCE", help="torchvision / timm checkpoint (file, https URL, FORMAT=PATH) or a smallnets run or weights file")
     p.add_argument("--format", help="checkpoint format, e.g. timm:tf_efficientnet_b0 (default: detected)")
     p.add_argument("--offline", action="store_true", help="use the download cache only")
     p.add_argument("--top-k", type=int, default=5, help="classes per image (default: %(default)s)")

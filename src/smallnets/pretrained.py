@@ -76,6 +76,7 @@ class WeightFormat:
     sha256: str | None = None
     notes: str = ""
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    classes: tuple[str, ...] | None = None  # class names that travel with the weights (smallnets' own files)
 
 
 def _formats() -> dict[str, WeightFormat]:
@@ -354,6 +355,30 @@ def _num_classes_in(src: Mapping[str, torch.Tensor], theirs: Sequence[tuple[str,
     return int(src[f"{theirs[-1][0]}.weight"].shape[0])
 
 
+def _checkpoint_classes(src: Mapping[str, torch.Tensor], fmt: WeightFormat) -> int:
+    """Outputs of the checkpoint's classifier."""
+    if fmt.name == OWN:  # smallnets' keys sort in any order: build the model's shapes and take its last layer
+        with torch.device("meta"):
+            from smallnets.registry import create_model
+
+            head = _classifier_prefix(create_model(fmt.model, **fmt.knobs))
+        return int(src[f"{head}.weight"].shape[0])
+    return _num_classes_in(src, source_modules(list(src)))
+
+
+def _match_by_name(src: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
+    """smallnets weights into a smallnets model: keys load by name; the report as ``convert_state_dict``'s."""
+    state, shapes = {}, []
+    for key, value in own.items():
+        if key in src:
+            if tuple(src[key].shape) == tuple(value.shape):
+                state[key] = src[key].to(value.dtype)
+            else:
+                shapes.append(f"{key} (checkpoint {key}): checkpoint {tuple(src[key].shape)} vs model {tuple(value.shape)}")
+    missing = [k for k in own if k not in src and not k.endswith("num_batches_tracked")]
+    return state, {"missing": missing, "unexpected": sorted(k for k in src if k not in own), "shape_mismatch": shapes}
+
+
 @lru_cache(maxsize=None)
 def _meta_state(model: str, knobs_items: tuple, num_classes: int) -> dict[str, tuple]:
     from smallnets.registry import create_model
@@ -496,6 +521,38 @@ def _split_source(source: str | os.PathLike) -> tuple[str | None, str]:
     return (m.group(1), m.group(2)) if m else (None, text)
 
 
+OWN = "smallnets"  # the format of smallnets' own weights (save_weights, a run's best / last)
+
+
+def own_format(path: str | os.PathLike) -> WeightFormat | None:
+    """The format of a smallnets weights file (its sidecar, else its metadata), or None for any other file.
+
+    Fine-tuning from one of your own runs works like fine-tuning from ImageNet weights: the model,
+    knobs, preprocessing and class names come from the sidecar, and keys load by name.
+    """
+    from smallnets.checkpoint import _meta_from_metadata, read_sidecar, recorded_knobs
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        return None
+    if path.with_suffix(".json").is_file():
+        meta = read_sidecar(path)
+    else:
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = _meta_from_metadata(f.metadata() or {}, path)
+        except Exception:  # not a readable safetensors file: read_checkpoint says so later
+            return None
+    if meta is None:
+        return None
+    classes = meta.get("classes")
+    return WeightFormat(OWN, meta["model"], recorded_knobs(meta), dict(meta.get("preprocessing") or {}), "", detect=False,
+                        sha256=meta.get("sha256"), notes=f"smallnets weights ({meta.get('num_classes')} classes)",
+                        classes=tuple(classes) if classes else None)  # fmt: skip
+
+
 def resolve_source(source: str | os.PathLike, *, format: str | None = None, sha256: str | None = None,
                    cache_dir=None, offline: bool | None = None, progress: bool = True) -> tuple[Path, WeightFormat | None]:  # fmt: skip
     """A checkpoint source as a local file and the format named for it (if any)."""
@@ -516,8 +573,17 @@ def resolve_source(source: str | os.PathLike, *, format: str | None = None, sha2
             raise ValueError(f"no published URL is known for {fmt.name}; pass a file or URL (e.g. '{fmt.name}=PATH')")
         return fetch_checkpoint(fmt.url, sha256=sha256 or fmt.sha256, cache_dir=cache_dir, offline=offline, progress=progress), fmt
     path = Path(text).expanduser()
+    if path.is_dir():  # a smallnets run directory: its best (else last) weights
+        from smallnets.checkpoint import resolve_weights
+
+        path = resolve_weights(path)
     if not path.is_file():
-        raise FileNotFoundError(f"source must be an existing checkpoint file, an https URL or FORMAT=PATH; {text!r} is none of them")
+        raise FileNotFoundError(f"source must be an existing checkpoint file, a run directory, an https URL or FORMAT=PATH; {text!r} is none of them")
+    own = own_format(path)
+    if own is not None:
+        if fmt is not None:
+            raise ValueError(f"format={fmt.name!r} contradicts {str(path)!r}, which holds smallnets' own weights ({own.model})")
+        fmt, sha256 = own, sha256 or own.sha256  # the sidecar's digest guards against a changed file
     if sha256 is not None:
         from smallnets.data.download import ChecksumError, file_digest
 
@@ -545,7 +611,9 @@ def load_pretrained(
     ``model_or_name``: a smallnets model, or a zoo name (then it is built with the format's knobs,
     overridden by ``knobs``, and ``num_classes`` — default: the checkpoint's), or None for the
     format's own model. ``source``: a file,
-    an https URL, ``FORMAT=PATH`` or a format name whose published URL is known. ``format``: e.g.
+    an https URL, ``FORMAT=PATH``, a format name whose published URL is known, or smallnets' own
+    weights (a run directory or a ``.safetensors`` with its sidecar: model, knobs, preprocessing and
+    class names come from the sidecar, keys load by name). ``format``: e.g.
     ``'timm:tf_efficientnet_b0'``; detected from the keys when not given. A model with a different
     number of classes than the checkpoint gets a freshly initialised classifier (reported in
     ``model.smallnets_meta['load_report']``); any other mismatch raises
@@ -563,7 +631,7 @@ def load_pretrained(
     if model_or_name is None:
         model_or_name = fmt.model
     if isinstance(model_or_name, str):
-        classes = num_classes or _num_classes_in(src, source_modules(list(src)))
+        classes = num_classes or _checkpoint_classes(src, fmt)
         model = create_model(model_or_name, num_classes=classes, **{**fmt.knobs, **knobs})
     elif isinstance(model_or_name, nn.Module):
         if knobs or num_classes is not None:
@@ -578,18 +646,21 @@ def apply_checkpoint(model: nn.Module, src: Mapping[str, torch.Tensor], fmt: Wei
                      source: str | None = None, path: str | os.PathLike | None = None) -> nn.Module:  # fmt: skip
     """Load an already-read checkpoint ``src`` of format ``fmt`` into ``model`` (what ``load_pretrained``
     does after reading and detecting); ``strict`` as there. Returns the model."""
-    src_classes = _num_classes_in(src, source_modules(list(src)))
+    src_classes = _checkpoint_classes(src, fmt)
     head = _classifier_prefix(model)
     own = model.state_dict()
     new_head = head is not None and f"{head}.weight" in own and own[f"{head}.weight"].shape[0] != src_classes
-    state, report = convert_state_dict(src, model, strict=False)
+    state, report = _match_by_name(src, own) if fmt.name == OWN else convert_state_dict(src, model, strict=False)
     if strict is None:  # default: exact, except a classifier for another number of classes
         allowed = {f"{head}.weight", f"{head}.bias"} if new_head else set()
         _refuse(model, {**report, "shape_mismatch": [m for m in report["shape_mismatch"] if m.split(" ", 1)[0] not in allowed]})
     elif strict:
         _refuse(model, report)
     model.load_state_dict(state, strict=False)
-    classes = imagenet_classes() if not new_head and src_classes == 1000 else None
+    if fmt.name == OWN:
+        classes = list(fmt.classes) if fmt.classes and not new_head else None
+    else:
+        classes = imagenet_classes() if not new_head and src_classes == 1000 else None
     meta = dict(getattr(model, "smallnets_meta", None) or {})
     meta.update({
         "pretrained": {"format": fmt.name, "source": source, "path": None if path is None else str(path)},

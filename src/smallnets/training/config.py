@@ -83,7 +83,7 @@ class TrainConfig:
     name: str | None = None  # run directory name; None: MODEL-YYYYmmdd-HHMMSS
     progress: bool = True  # progress bar on stderr
     # transfer learning
-    pretrained: str | None = None  # torchvision / timm checkpoint: file, https URL or FORMAT=PATH
+    pretrained: str | None = None  # torchvision / timm checkpoint (file, https URL, FORMAT=PATH), or a smallnets run / weights file
     pretrained_format: str | None = None  # e.g. timm:tf_efficientnet_b0 (default: detected)
     freeze: str | None = None  # "backbone" (linear probe), or a stage ("stages.2"): it and all before it
     backbone_lr_scale: float = 1.0  # learning rate of the pretrained layers relative to the new classifier
