@@ -146,6 +146,7 @@ def _formats() -> dict[str, WeightFormat]:
 
 
 FORMATS: dict[str, WeightFormat] = _formats()
+OWN = "smallnets"  # the format name of smallnets' own weights (save_weights, a run's best / last): see own_format
 _ALIASES = {alias: f.name for f in FORMATS.values() for alias in f.aliases}
 
 
@@ -519,9 +520,6 @@ def _split_source(source: str | os.PathLike) -> tuple[str | None, str]:
     text = os.fspath(source)
     m = re.fullmatch(r"((?:torchvision|timm):[A-Za-z0-9_.]+)=(.+)", text)
     return (m.group(1), m.group(2)) if m else (None, text)
-
-
-OWN = "smallnets"  # the format of smallnets' own weights (save_weights, a run's best / last)
 
 
 def own_format(path: str | os.PathLike) -> WeightFormat | None:

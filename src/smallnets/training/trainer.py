@@ -128,9 +128,9 @@ class Trainer:
         if not self.dist.is_main:
             distr.barrier(self.dist)  # rank 0 downloads / decodes / extracts first; the rest hit its caches
         # a fine-tune normalises as the checkpoint was trained (unless mean / std are given); the
-        # resolved values go into the run's config, so a resume needs no checkpoint lookup for them
+        # resolved values go into the run's config, which a resume follows as it is
         pretrained = self._resolve_pretrained(loading=_resume_state is None) if cfg.pretrained else None
-        if pretrained is not None and config.data.mean is None:
+        if pretrained is not None and config.data.mean is None and _resume_state is None:
             prep = pretrained[1].preprocessing
             config = self.config = dataclasses.replace(config, data=dataclasses.replace(config.data, mean=tuple(prep["mean"]), std=tuple(prep["std"])))
         # the trainer decides the memory format of batches and model alike
