@@ -160,7 +160,7 @@ def cmd_profile(args, extra) -> int:
         meta = target.smallnets_meta
         side = args.resolution or meta["preprocessing"]["crop"]
         input_size, knobs = (3, side, side), {}
-        print(f"{meta['pretrained']['format']} -> {target.smallnets_config['name']}" + ("" if args.resolution else f", {side}x{side} px (the published crop)"),
+        print(f"{meta['pretrained']['format']} -> {target.smallnets_config['name']}" + ("" if args.resolution else f", {side}x{side} px (the checkpoint's eval crop)"),
               file=sys.stderr if args.json else sys.stdout)  # fmt: skip
     else:
         if args.name is None:
