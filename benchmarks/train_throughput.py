@@ -218,11 +218,12 @@ def plot_curves(runs: list[dict], models: list[str], out: Path) -> Path:
     fig = _new_figure(4.2 * len(models), 3.4)
     axes = fig.subplots(1, len(models), squeeze=False)[0]
     for ax, name in zip(axes, models):
-        for r in (r for r in runs if r["model"] == name):
+        mine = [r for r in runs if r["model"] == name]
+        rates = {key: np.mean([r[key]["images_per_s"] for r in mine]) for key in ("baseline", "smallnets")}
+        for r in mine:
             for key, style in (("baseline", {"color": "0.55", "ls": "--"}), ("smallnets", {"color": "tab:blue"})):
                 curve = r[key]["val_top1_per_epoch"]
-                first = r["seed"] == runs[0]["seed"]
-                label = f"{key} ({r[key]['images_per_s']:.0f} img/s)" if first else None
+                label = f"{key} (mean {rates[key]:.0f} img/s)" if r is mine[0] else None
                 ax.plot(range(1, len(curve) + 1), curve, lw=1.4, marker="o", ms=3, label=label, **style)
         ax.set_title(name)
         ax.set_xlabel("epoch")

@@ -143,9 +143,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_profile(args, extra) -> int:
-    from smallnets.profiler import profile
-    from smallnets.registry import model_info
-
+    from smallnets.profiler import default_input_size, profile
     from smallnets.registry import resolve_knobs
 
     knobs = _knobs_from_extra(extra)
@@ -166,7 +164,7 @@ def cmd_profile(args, extra) -> int:
         if args.name is None:
             raise ValueError("profile needs a zoo model name (e.g. mobilenet_v2), or --pretrained SOURCE")
         resolve_knobs(args.name, knobs)  # an unknown flag is named as such, before profile() sees it
-        c, h, w = (3, 32, 32) if knobs.get("cifar") is True else model_info(args.name).input_size  # a CIFAR stem: 32 px
+        c, h, w = default_input_size(args.name, knobs)
         if args.in_chans is not None:
             c = args.in_chans
         if args.resolution is not None:
@@ -364,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained", metavar="SOURCE", help="profile the model a checkpoint fills: torchvision / timm file, https URL, FORMAT=PATH, or a smallnets run or weights file")
     p.add_argument("--format", help="checkpoint format with --pretrained, e.g. timm:tf_efficientnet_b3 (default: detected)")
     p.add_argument("--offline", action="store_true", help="with --pretrained: use the download cache only")
-    p.add_argument("--resolution", type=int, help="input side in pixels (the resolution multiplier rho); default: the paper's (with --pretrained: the published crop)")
+    p.add_argument("--resolution", type=int, help="input side in pixels (the resolution multiplier rho); default: the paper's (a CIFAR stem: 32; with --pretrained: the checkpoint's eval crop)")
     p.add_argument("--num-classes", type=int)
     p.add_argument("--in-chans", type=int)
     p.add_argument("--layers", action="store_true", help="print the per-layer table")

@@ -193,7 +193,7 @@ class DropPath(nn.Module):
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """ShuffleNet's channel shuffle: reshape channels to (groups, c/groups), transpose, flatten."""
     n, c, h, w = x.shape
-    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+    if _memory_format(x) is torch.channels_last:
         # channels-last: shuffle the innermost (channel) axis and stay channels-last, rather than
         # letting reshape fall back to a contiguous NCHW copy that the next conv converts back
         nhwc = x.permute(0, 2, 3, 1)

@@ -77,6 +77,7 @@ class WeightFormat:
     notes: str = ""
     aliases: tuple[str, ...] = field(default_factory=tuple)
     classes: tuple[str, ...] | None = None  # class names that travel with the weights (smallnets' own files)
+    num_classes: int | None = None  # outputs of the classifier, where a sidecar records them (smallnets' own files)
 
 
 def _formats() -> dict[str, WeightFormat]:
@@ -357,27 +358,24 @@ def _num_classes_in(src: Mapping[str, torch.Tensor], theirs: Sequence[tuple[str,
 
 
 def _checkpoint_classes(src: Mapping[str, torch.Tensor], fmt: WeightFormat) -> int:
-    """Outputs of the checkpoint's classifier."""
-    if fmt.name == OWN:  # smallnets' keys sort in any order: build the model's shapes and take its last layer
-        with torch.device("meta"):
-            from smallnets.registry import create_model
-
-            head = _classifier_prefix(create_model(fmt.model, **fmt.knobs))
-        return int(src[f"{head}.weight"].shape[0])
+    """Outputs of the checkpoint's classifier (smallnets' own files: as their sidecar records)."""
+    if fmt.num_classes is not None:
+        return fmt.num_classes
     return _num_classes_in(src, source_modules(list(src)))
 
 
-def _match_by_name(src: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
-    """smallnets weights into a smallnets model: keys load by name; the report as ``convert_state_dict``'s."""
-    state, shapes = {}, []
-    for key, value in own.items():
-        if key in src:
-            if tuple(src[key].shape) == tuple(value.shape):
-                state[key] = src[key].to(value.dtype)
-            else:
-                shapes.append(f"{key} (checkpoint {key}): checkpoint {tuple(src[key].shape)} vs model {tuple(value.shape)}")
-    missing = [k for k in own if k not in src and not k.endswith("num_batches_tracked")]
-    return state, {"missing": missing, "unexpected": sorted(k for k in src if k not in own), "shape_mismatch": shapes}
+def _match_by_name(src: Mapping[str, torch.Tensor], model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
+    """smallnets weights into a smallnets model: keys load by name (as ``load_weights``); the report as ``convert_state_dict``'s."""
+    from smallnets.checkpoint import _mismatch
+
+    own = model.state_dict()
+    missing, unexpected, shapes = _mismatch(model, src)
+    state = {k: src[k].to(v.dtype) for k, v in own.items() if k in src and k not in shapes}
+    return state, {
+        "missing": [k for k in missing if not k.endswith("num_batches_tracked")],
+        "unexpected": unexpected,
+        "shape_mismatch": [f"{k} (checkpoint {k}): checkpoint {tuple(src[k].shape)} vs model {tuple(own[k].shape)}" for k in shapes],
+    }
 
 
 @lru_cache(maxsize=None)
@@ -547,8 +545,8 @@ def own_format(path: str | os.PathLike) -> WeightFormat | None:
         return None
     classes = meta.get("classes")
     return WeightFormat(OWN, meta["model"], recorded_knobs(meta), dict(meta.get("preprocessing") or {}), "", detect=False,
-                        sha256=meta.get("sha256"), notes=f"smallnets weights ({meta.get('num_classes')} classes)",
-                        classes=tuple(classes) if classes else None)  # fmt: skip
+                        sha256=meta.get("sha256"), notes="smallnets weights", classes=tuple(classes) if classes else None,
+                        num_classes=int(meta["num_classes"]))  # fmt: skip
 
 
 def resolve_source(source: str | os.PathLike, *, format: str | None = None, sha256: str | None = None,
@@ -648,7 +646,7 @@ def apply_checkpoint(model: nn.Module, src: Mapping[str, torch.Tensor], fmt: Wei
     head = _classifier_prefix(model)
     own = model.state_dict()
     new_head = head is not None and f"{head}.weight" in own and own[f"{head}.weight"].shape[0] != src_classes
-    state, report = _match_by_name(src, own) if fmt.name == OWN else convert_state_dict(src, model, strict=False)
+    state, report = _match_by_name(src, model) if fmt.name == OWN else convert_state_dict(src, model, strict=False)
     if strict is None:  # default: exact, except a classifier for another number of classes
         allowed = {f"{head}.weight", f"{head}.bias"} if new_head else set()
         _refuse(model, {**report, "shape_mismatch": [m for m in report["shape_mismatch"] if m.split(" ", 1)[0] not in allowed]})

@@ -12,7 +12,9 @@ import platform
 import statistics
 import time
 import weakref
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -435,7 +437,7 @@ def profile(
     Counts (params, MACs, size, per-layer table) are exact; activation memory and latency are
     measured on this machine (``latency=False`` / ``memory=False`` skip them).
     """
-    from smallnets.registry import create_model, list_models, model_info
+    from smallnets.registry import create_model, list_models
 
     if isinstance(model, str):
         name = model
@@ -450,8 +452,8 @@ def profile(
         name = cfg["name"] if cfg else type(model).__name__
         net_knobs = {}
         built_with = cfg["knobs"] if cfg else {}
-    if input_size is None:  # the paper's resolution; a CIFAR stem's 32 px
-        input_size = (3, 32, 32) if built_with.get("cifar") else model_info(name).input_size if name in list_models() else (3, 224, 224)
+    if input_size is None:
+        input_size = default_input_size(name, built_with) if name in list_models() else (3, 224, 224)
     input_size = _check_input_size(input_size)
     layers = count_layers(net, input_size)
     n_params = sum(p.numel() for p in net.parameters())
@@ -483,6 +485,13 @@ def profile(
         ),
         knobs=net_knobs,
     )
+
+
+def default_input_size(name: str, knobs: Mapping[str, Any]) -> tuple[int, int, int]:
+    """The input a zoo model is profiled at by default: the paper's resolution, 32 px for a CIFAR stem."""
+    from smallnets.registry import model_info
+
+    return (3, 32, 32) if knobs.get("cifar") is True else tuple(model_info(name).input_size)
 
 
 def _check_input_size(input_size) -> tuple[int, int, int]:

@@ -159,7 +159,8 @@ def create_model(name: str, num_classes: int | None = None, in_chans: int | None
     ``num_classes`` and ``in_chans`` default to the entry's own (1000 ImageNet classes and RGB,
     or 10 classes for the CIFAR designs).
 
-    ``pretrained``: a torchvision / timm checkpoint (file, https URL, ``FORMAT=PATH``) loaded with
+    ``pretrained``: a torchvision / timm checkpoint (file, https URL, ``FORMAT=PATH``) or smallnets'
+    own weights (a run directory, a ``.safetensors`` with its sidecar), loaded with
     :func:`smallnets.load_pretrained`; ``num_classes`` then defaults to the checkpoint's, and a
     different number gets a new classifier.
 

@@ -228,11 +228,12 @@ def build_data(cfg: DataConfig, *, seed: int = 0, device="cpu", rank: int = 0, w
     if len(train_ids) < world_size:
         raise ValueError(f"world_size={world_size} exceeds the {len(train_ids)} training images: every rank needs at least one")
 
+    given = None if cfg.mean is None else (list(cfg.mean), list(cfg.std))  # normalisation asked for (a fine-tune's)
     if prep.pipeline == "tensor":
         c = prep.cache
         tr_img = c.images.index_select(0, c.rows[train_ids])
         va_img = c.images.index_select(0, c.rows[val_ids])
-        mean, std = channel_stats(c.moments[c.rows[train_ids]], c.size * c.size) if cfg.mean is None else (list(cfg.mean), list(cfg.std))
+        mean, std = channel_stats(c.moments[c.rows[train_ids]], c.size * c.size) if given is None else given
         preprocessing = {"pipeline": "tensor", "image_size": c.size, "resize": c.size, "crop": c.size,
                          "interpolation": INTERPOLATION, "mean": mean, "std": std}
         train = TensorTrainLoader(tr_img.to(device), labels[train_ids].to(device), mean=mean, std=std, batch_size=cfg.batch_size,
@@ -242,7 +243,7 @@ def build_data(cfg: DataConfig, *, seed: int = 0, device="cpu", rank: int = 0, w
                                rank=rank, world_size=world_size, **common)
     else:
         size = cfg.image_size or 224
-        mean, std = (list(IMAGENET_MEAN), list(IMAGENET_STD)) if cfg.mean is None else (list(cfg.mean), list(cfg.std))
+        mean, std = (list(IMAGENET_MEAN), list(IMAGENET_STD)) if given is None else given
         preprocessing = {"pipeline": "loader", "image_size": size, "resize": round(size / EVAL_CROP_FRACTION), "crop": size,
                          "interpolation": INTERPOLATION, "mean": mean, "std": std}
         transform = EvalTransform(resize=preprocessing["resize"], crop=size, mean=mean, std=std)
