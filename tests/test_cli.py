@@ -63,6 +63,8 @@ def test_profile_bad_knob_is_a_clear_error():
     # a flag that collides with one of profile()'s own arguments is still named as an unknown knob
     res = run("profile", "densenet_cifar", "--input-size", "32", "--no-latency")
     assert res.returncode == 2 and "unknown knob 'input_size' for densenet_cifar" in res.stderr
+    res = run("profile", "mobilenet_v1", "--width-mult", "inf", "--no-latency")
+    assert res.returncode == 2 and "width_mult must be a finite number, got inf" in res.stderr and "Traceback" not in res.stderr
     res = run("profile", "mobilenett_v1")
     assert res.returncode == 2 and "did you mean 'mobilenet_v1'" in res.stderr
 

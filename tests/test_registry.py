@@ -125,3 +125,24 @@ def test_round_repeats():
     assert smallnets.round_repeats(1, 3.1) == 4
     with pytest.raises(ValueError, match="depth_mult must be > 0"):
         smallnets.round_repeats(2, 0)
+
+
+FLOAT_KNOBS = sorted(
+    (name, knob)
+    for name in smallnets.list_models()
+    for knob, default in smallnets.model_info(name).knobs.items()
+    if isinstance(default, float)
+)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+@pytest.mark.parametrize("name, knob", FLOAT_KNOBS)
+def test_every_float_knob_refuses_non_finite_values(name, knob, value):
+    # inf used to reach int(c * inf) and end in an OverflowError traceback; nan compared false
+    with pytest.raises(ValueError, match=rf"{knob} must be a finite number, got {value!r}"):
+        smallnets.create_model(name, **{knob: value})
+
+
+def test_non_finite_scaling_arguments_are_refused():
+    with pytest.raises(ValueError, match="must be a finite number, got inf"):
+        smallnets.compound_scaling(float("inf"))

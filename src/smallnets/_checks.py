@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable
 from numbers import Real
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
+    """A real, finite number (not a bool): NaN and infinities are never a valid setting."""
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_finite(name: str, value: object) -> None:
+    """Float settings must be finite: ``inf`` overflows later, ``nan`` compares false everywhere."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
 def check_positive(name: str, value: object) -> None:
+    check_finite(name, value)
     if not _is_number(value) or not value > 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")
 
 
 def check_range(name: str, value: object, low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> None:
+    check_finite(name, value)
     if _is_number(value):
         above = value > low if low_open else value >= low
         below = value < high if high_open else value <= high

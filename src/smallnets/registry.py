@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from smallnets._checks import check_int, suggest
+from smallnets._checks import check_finite, check_int, suggest
 
 # Arguments every builder takes; everything else a builder accepts is a "knob".
 COMMON_ARGS = ("num_classes", "in_chans")
@@ -150,6 +150,8 @@ def resolve_knobs(name: str, knobs: Mapping[str, Any]) -> dict[str, Any]:
                 raise ValueError(f"{name} fixes {key}={info.fixed[key]!r} (it defines the entry){hint}")
             accepted = ", ".join(info.knobs) or "none"
             raise ValueError(f"unknown knob {key!r} for {name}{suggest(key, info.knobs)} (accepted knobs: {accepted})")
+    for key, value in knobs.items():
+        check_finite(key, value)
     return {**info.knobs, **knobs}
 
 
