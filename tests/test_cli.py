@@ -109,3 +109,41 @@ def test_compare_default_representatives(tmp_path):
     rows = json.loads(res.stdout)
     assert len({r["family"] for r in rows}) == len(rows) >= 8
     assert (tmp_path / "smallnets-compare.png").exists()
+
+
+def _tiny_folder(root, per_class: int = 4):
+    from PIL import Image
+
+    for c, name in enumerate(("cat", "dog")):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("RGB", (16, 16), (200 * c, 40 * i, 90)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_train_refuses_a_misspelt_option_before_reading_the_data(tmp_path):
+    data = _tiny_folder(tmp_path / "data")
+    cache, out = tmp_path / "cache", tmp_path / "runs"
+    common = ["--data", str(data), "--cache-dir", str(cache), "--out", str(out), "--pipeline", "tensor"]
+    res = run("train", "mobilenet_v1", *common, "--epoch", "1")
+    assert res.returncode == 2
+    assert "unknown option --epoch" in res.stderr and "did you mean '--epochs'" in res.stderr
+    res = run("train", "mobilenet_v1", *common, "--width-mult", "inf")
+    assert res.returncode == 2 and "width_mult must be a finite number, got inf" in res.stderr
+    res = run("train", "mobilenet_v1", *common, "--width-mult", "-1")
+    assert res.returncode == 2 and "width_mult must be > 0, got -1" in res.stderr
+    # nothing was listed, hashed, decoded, cached or written
+    assert "listing" not in res.stderr + res.stdout and "decoding" not in res.stderr + res.stdout
+    assert not cache.exists() and not out.exists()
+
+
+def test_warnings_reach_the_terminal_as_plain_lines(tmp_path):
+    data = _tiny_folder(tmp_path / "data")
+    (data / "cat" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    res = run("train", "mobilenet_v1", "--data", str(data), "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "runs"),
+              "--pipeline", "tensor", "--epochs", "1", "--batch-size", "2", "--width-mult", "0.25", "--cifar",
+              "--precision", "fp32", "--progress", "false")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    lines = [line for line in res.stderr.splitlines() if "skipped 1 file(s)" in line]
+    assert lines and all(line.startswith("warning: smallnets.data: skipped") for line in lines), res.stderr
+    assert "UserWarning" not in res.stderr and "warnings.warn" not in res.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -72,7 +73,9 @@ def cmd_train(args, extra) -> int:
             raise ValueError("model must be given: smallnets train MODEL --data PATH (see smallnets list)")
         if not data.get("path"):
             raise ValueError("--data must be given: an image folder, a .tar/.tar.gz archive, cifar10 or cifar100")
-        trainer = Trainer(RunConfig.from_dict(raw, where=args.config or "command line"))
+        run_config = RunConfig.from_dict(raw, where=args.config or "command line")
+        _check_model_before_data(run_config.model.name, run_config.model.knobs, pretrained=run_config.train.pretrained is not None)
+        trainer = Trainer(run_config)
     try:
         result = trainer.fit()
     except TrainingDiverged as exc:
@@ -85,6 +88,33 @@ def cmd_train(args, extra) -> int:
 
     shutdown()
     return {"finished": 0, "time budget": 0, "interrupted": 130}.get(result.status, 0)
+
+
+def _check_model_before_data(name: str, knobs: dict, *, pretrained: bool) -> None:
+    """Refuse a misspelt option or a bad knob before any data is listed, hashed or decoded.
+
+    Every flag that is neither a data nor a training option is taken as a model knob, so a typo
+    such as ``--epoch`` would otherwise surface only when the model is built after the data.
+    """
+    from smallnets._checks import suggest
+    from smallnets.data.config import DataConfig
+    from smallnets.registry import model_info
+    from smallnets.training.config import TrainConfig, field_types
+
+    info = model_info(name)
+    options = [*field_types(DataConfig), *field_types(TrainConfig)]
+    for key in knobs:
+        if key not in info.knobs and key not in info.fixed:
+            flags = [f"--{k.replace('_', '-')}" for k in [*options, *info.knobs]]
+            flag = f"--{key.replace('_', '-')}"
+            accepted = ", ".join(f"--{k.replace('_', '-')}" for k in info.knobs) or "none"
+            raise ValueError(f"unknown option {flag}: not a data or training option, nor a knob of {name}{suggest(flag, flags)} "
+                             f"(knobs of {name}: {accepted}; see smallnets train --help)")  # fmt: skip
+    if not pretrained:  # knob values are checked by building the model without memory
+        from smallnets.registry import create_model
+
+        with torch.device("meta"):
+            create_model(name, **knobs)
 
 
 def cmd_list_formats(args) -> int:
@@ -455,9 +485,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as the plain ``warning: ...`` lines a command-line user reads (no source line)."""
+    print(f"warning: {message}", file=sys.stderr if file is None else file, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning  # restored on exit: main() may be called from Python
+        return _dispatch(parser, args, extra)
+
+
+def _dispatch(parser: argparse.ArgumentParser, args, extra) -> int:
     try:
         if args.command == "profile":
             return cmd_profile(args, extra)
@@ -476,6 +517,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_compare(args)
     except BrokenPipeError:  # e.g. piped into `head`
         return 0
+    except KeyboardInterrupt:  # a second Ctrl-C while a run stops at its safe point, or any command
+        print(f"smallnets {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (ValueError, TypeError, OSError) as exc:  # OSError: missing files, failed downloads
         print(f"smallnets {args.command}: error: {exc}", file=sys.stderr)
         return 2
