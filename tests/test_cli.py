@@ -147,3 +147,10 @@ def test_warnings_reach_the_terminal_as_plain_lines(tmp_path):
     lines = [line for line in res.stderr.splitlines() if "skipped 1 file(s)" in line]
     assert lines and all(line.startswith("warning: smallnets.data: skipped") for line in lines), res.stderr
     assert "UserWarning" not in res.stderr and "warnings.warn" not in res.stderr
+
+
+def test_too_small_resolutions_are_refused():
+    res = run("compare", "mobilenet_v1@0", "--chart", "")
+    assert res.returncode == 2 and "resolution (after @) must be a positive number of pixels, got 0 in 'mobilenet_v1@0'" in res.stderr
+    res = run("profile", "xception", "--resolution", "10", "--no-latency")
+    assert res.returncode == 2 and "input_size of xception must be at least 32x32 (total stride 32" in res.stderr

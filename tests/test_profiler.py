@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import smallnets
-from smallnets.profiler import count_layers, layer_kind, measure_latency, peak_activation_bytes, saved_activation_bytes
+from smallnets.profiler import count_layers, layer_kind, measure_latency, min_input_side, peak_activation_bytes, saved_activation_bytes
 
 
 def _toy():
@@ -137,3 +137,18 @@ def test_profile_errors():
         smallnets.profile(_toy(), (3, 16, 16), width_mult=0.5)
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
         measure_latency(_toy(), (3, 16, 16), batch_size=0)
+
+
+@pytest.mark.parametrize("name, side, stride", [("xception", 32, 32), ("mobilenet_v1", 32, 32), ("squeezenet1_0", 21, 16), ("squeezenet1_1", 17, 16)])
+def test_an_input_below_the_total_stride_is_refused_naming_the_minimum(name, side, stride):
+    # Xception at 10 px used to run "fine": padding kept 1x1 maps alive from the second stage on
+    net = smallnets.create_model(name)
+    assert min_input_side(net) == (side, stride)
+    with pytest.raises(ValueError, match=rf"input_size of {name} must be at least {side}x{side} \(total stride {stride}.*got {side - 1}x{side - 1}"):
+        smallnets.profile(net, input_size=(3, side - 1, side - 1), latency=False, memory=False)
+    assert smallnets.profile(net, input_size=(3, side, side), latency=False, memory=False).macs > 0
+
+
+def test_a_cifar_stem_lowers_the_minimum():
+    net = smallnets.create_model("mobilenet_v1", cifar=True, width_mult=0.25)
+    assert min_input_side(net) == (8, 8)

@@ -40,21 +40,24 @@ class ModelSpec:
             if not sep or not key:
                 raise ValueError(f"knob in model spec must be key=value, got {item!r} in {text!r}")
             knobs[key.strip().replace("-", "_")] = parse_value(value.strip())
-        spec = cls(m["name"], knobs, int(m["res"]) if m["res"] else None)
+        resolution = int(m["res"]) if m["res"] is not None else None
+        if resolution is not None and resolution < 1:
+            raise ValueError(f"resolution (after @) must be a positive number of pixels, got {resolution} in {text!r}")
+        spec = cls(m["name"], knobs, resolution)
         resolve_knobs(spec.name, spec.knobs)  # fail early on unknown names and knobs
         return spec
 
     @property
     def input_size(self) -> tuple[int, int, int]:
         c, h, w = model_info(self.name).input_size
-        return (c, self.resolution, self.resolution) if self.resolution else (c, h, w)
+        return (c, self.resolution, self.resolution) if self.resolution is not None else (c, h, w)
 
     @property
     def label(self) -> str:
         text = self.name
         if self.knobs:
             text += ":" + ",".join(f"{k}={v}" for k, v in self.knobs.items())
-        if self.resolution:
+        if self.resolution is not None:
             text += f"@{self.resolution}"
         return text
 

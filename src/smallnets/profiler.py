@@ -455,6 +455,7 @@ def profile(
     if input_size is None:
         input_size = default_input_size(name, built_with) if name in list_models() else (3, 224, 224)
     input_size = _check_input_size(input_size)
+    check_input_side(net, input_size, name=name)
     layers = count_layers(net, input_size)
     n_params = sum(p.numel() for p in net.parameters())
     meta = next(net.parameters()).is_meta if n_params else False
@@ -492,6 +493,59 @@ def default_input_size(name: str, knobs: Mapping[str, Any]) -> tuple[int, int, i
     from smallnets.registry import model_info
 
     return (3, 32, 32) if knobs.get("cifar") is True else tuple(model_info(name).input_size)
+
+
+def _meta_forward(fn, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``fn(x)`` with every parameter and buffer of ``net`` swapped for a meta tensor: shapes only,
+    no arithmetic and no memory, whatever the input side."""
+
+    class _Call(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, inp):
+            return fn(inp)
+
+    state = {f"net.{k}": v.to("meta") for k, v in [*net.named_parameters(), *net.named_buffers()]}
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            return torch.func.functional_call(_Call(), state, (x.to("meta"),))
+    finally:
+        net.train(was_training)
+
+
+def min_input_side(net: nn.Module, in_chans: int = 3) -> tuple[int, int]:
+    """(smallest input side, total stride) of a zoo model.
+
+    The total stride is measured at a 1024 px input (on meta tensors: shapes only). Below it the
+    last stages see maps that padding alone keeps alive (Xception at 10 px ends 1x1 from its
+    second stage on); a network with unpadded layers (SqueezeNet's 7x7 stem and ceil-mode pools)
+    needs a few pixels more, the smallest side at which its forward still runs.
+    """
+    big = 1024
+    out = _meta_forward(net.forward_features, net, torch.empty(1, in_chans, big, big))
+    stride = max(1, round(big / out.shape[-1]))
+    side = stride
+    while side < big:
+        try:
+            _meta_forward(net.forward_features, net, torch.empty(1, in_chans, side, side))
+            break
+        except RuntimeError:  # "output size is too small" from an unpadded conv or pool
+            side += 1
+    return side, stride
+
+
+def check_input_side(net: nn.Module, input_size: tuple[int, int, int], *, name: str) -> None:
+    """Refuse an input too small for a zoo model's total stride, naming the minimum."""
+    if not hasattr(net, "forward_features"):  # any other module: its own forward will say
+        return
+    side, stride = min_input_side(net, input_size[0])
+    if min(input_size[1:]) < side:
+        raise ValueError(f"input_size of {name} must be at least {side}x{side} (total stride {stride}: smaller maps vanish), "
+                         f"got {input_size[1]}x{input_size[2]}")  # fmt: skip
 
 
 def _check_input_size(input_size) -> tuple[int, int, int]:
