@@ -1,4 +1,5 @@
-"""Shared fixtures: the reference material in ../shared (beside the repository)."""
+"""Shared fixtures: the facts in tests/data (in the repository) and the large binary fixtures in
+../shared (beside it)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SMALLNETS_SHARED", REPO.parent / "shared"))
+DATA = REPO / "tests" / "data"  # paper tables and key/shape manifests, with their sources (README.md there)
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -20,10 +22,16 @@ def shared_path(*parts: str) -> Path:
     if not path.exists():
         if os.environ.get("CI"):
             pytest.fail(f"reference file {path} is missing (CI must run with ../shared beside the clone)")
-        pytest.skip(f"reference file {path} not available (set SMALLNETS_SHARED)")
+        pytest.skip(f"binary fixture {path} not available: put the project's shared/ folder beside the clone "
+                    f"or set SMALLNETS_SHARED to it (the facts in tests/data are checked without it)")  # fmt: skip
     return path
+
+
+def load_facts(name: str) -> dict:
+    """A JSON file of tests/data: these travel with the repository and never skip."""
+    return json.loads((DATA / name).read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="session")
 def paper_tables() -> dict:
-    return json.loads(shared_path("reference", "paper_tables.json").read_text())
+    return load_facts("paper_tables.json")

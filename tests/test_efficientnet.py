@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -10,7 +9,7 @@ import torch
 from torch import nn
 
 import smallnets
-from conftest import SHARED
+from conftest import load_facts
 from smallnets.models._inverted import InvertedBottleneck, InvertedResidual
 from smallnets.models.efficientnet import COEFFICIENTS
 
@@ -18,10 +17,7 @@ B0_REPEATS = [1, 2, 2, 3, 3, 4, 1]
 
 
 def _entries():
-    path = SHARED / "reference" / "paper_tables.json"
-    if not path.exists():
-        return [pytest.param(None, id="paper_tables.json-missing")]
-    entries = json.loads(path.read_text())["entries"]
+    entries = load_facts("paper_tables.json")["entries"]
     return [pytest.param(e, id=e["id"]) for e in entries if e["model"].startswith("efficientnet")]
 
 

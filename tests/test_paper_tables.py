@@ -1,21 +1,22 @@
-"""Every entry of ../shared/reference/paper_tables.json: our params and MACs against the papers'."""
+"""Every entry of tests/data/paper_tables.json: our params and MACs against the papers'."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 import smallnets
-from conftest import SHARED
+from conftest import load_facts, shared_path
 
 
 def _entries():
-    path = SHARED / "reference" / "paper_tables.json"
-    if not path.exists():
-        return [pytest.param(None, id="paper_tables.json-missing")]
-    return [pytest.param(e, id=e["id"]) for e in json.loads(path.read_text())["entries"]]
+    return [pytest.param(e, id=e["id"]) for e in load_facts("paper_tables.json")["entries"]]
 
 
 @pytest.mark.parametrize("entry", _entries())
@@ -46,3 +47,19 @@ def test_mobilenet_v1_layer_type_shares(paper_tables):
         assert abs(kinds[kind]["macs_percent"] - share) <= ref["tolerance_points"], (kind, kinds[kind])
     for kind, share in ref["params_percent"].items():
         assert abs(kinds[kind]["weights_percent"] - share) <= ref["tolerance_points"], (kind, kinds[kind])
+
+
+def test_a_clone_without_shared_still_checks_every_paper_figure(tmp_path):
+    # the paper tables travel in tests/data: nothing beside the clone, nothing skipped
+    env = {**os.environ, "SMALLNETS_SHARED": str(tmp_path / "no-shared-here"), "CI": ""}
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", f"{Path(__file__).resolve()}::test_paper_table_entry"],
+                         capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1], timeout=600)  # fmt: skip
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert f"{len(_entries())} passed" in res.stdout and "skipped" not in res.stdout, res.stdout[-3000:]
+
+
+@pytest.mark.parametrize("name", ["paper_tables.json", "classic_tables.json", "manifests.json", "classic/manifests.json"])
+def test_the_facts_in_tests_data_are_the_shared_references(name):
+    # tests/data holds copies; when the shared folder is beside the clone, they must not drift apart
+    shared = shared_path("reference", name if not name.endswith("manifests.json") else f"interop/{name}")
+    assert json.loads(shared.read_text()) == load_facts(name)
