@@ -25,6 +25,16 @@ def test_a_log_file_gets_plain_lines_not_carriage_returns():
     assert lines[1].startswith("decoding images: 10/10 (100%)") and "images/s" in lines[1]
 
 
+def test_the_first_update_is_written_whatever_the_clock_reads():
+    # perf_counter's zero is arbitrary (often the boot): a period longer than any uptime shows that the
+    # first line does not wait for one period to pass since that zero
+    for terminal in (False, True):
+        out = _Terminal() if terminal else io.StringIO()
+        bar = Progress("hashing x", 5, stream=out, interval=1e15, log_every_s=1e15)
+        bar.update(1)
+        assert out.getvalue().lstrip("\r").startswith("hashing x: 1/5 (20%)")
+
+
 def test_a_terminal_line_is_redrawn_and_ended():
     term = _Terminal()
     bar = Progress("epoch 1/3", 4, unit="steps", rate_unit="img", stream=term, interval=0.0, initial=1)

@@ -2,8 +2,8 @@
 percentage, named fields (loss, lr), rate, elapsed time and ETA, on stderr.
 
 On a terminal the line is redrawn in place. When the stream is a file or a pipe (CI logs, nohup)
-a plain line is written at most every ``log_every_s`` seconds, and once more at the end, so logs
-stay readable instead of filling with carriage returns.
+a plain line is written at the first update, then at most every ``log_every_s`` seconds, and once
+more at the end, so logs stay readable instead of filling with carriage returns.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class Progress:
         self.items = 0
         self.fields: dict[str, str] = {}
         self._start = time.perf_counter()
-        self._last = 0.0
+        self._last = float("-inf")  # never drawn: the first update always is (perf_counter's zero is arbitrary, often the boot)
         self._drawn_at = -1  # ``done`` when the line was last drawn
 
     def update(self, n: int = 1, *, items: int | None = None, **fields) -> None:
