@@ -60,3 +60,15 @@ def test_unknown_totals_and_bytes():
     assert log.getvalue().startswith("downloading w.pth: 3.0 MB/3.0 MB (100%) ") and "B/s " in log.getvalue()
     assert format_bytes(999) == "999 B" and format_bytes(1_500_000) == "1.5 MB"
     assert format_duration(61) == "01:01" and format_duration(3661) == "1:01:01" and format_duration(float("inf")) == "?"
+
+
+def test_reaching_the_total_is_written_once_not_at_every_later_update():
+    # a reader that reports bytes consumed reaches 100% while it still works through buffered data
+    log = io.StringIO()
+    with Progress("reading x.tar.gz", 100, unit="bytes", stream=log, log_every_s=1e15) as bar:
+        bar.update(40)
+        bar.update(60)
+        for _ in range(20):
+            bar.update(0)
+    lines = log.getvalue().splitlines()
+    assert [line.split(" (")[0] for line in lines] == ["reading x.tar.gz: 40 B/100 B", "reading x.tar.gz: 100 B/100 B"]

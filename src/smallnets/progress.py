@@ -58,7 +58,10 @@ class Progress:
         self.items += n if items is None else items
         self.fields.update({k: v if isinstance(v, str) else f"{v:.4g}" for k, v in fields.items()})
         now = time.perf_counter()
-        if self.enabled and (now - self._last >= self.interval or (self.total is not None and self.done >= self.total)):
+        # Reaching the total is drawn when it happens, once: a reader that counts bytes consumed can sit
+        # at 100% through many more updates (a gzip stream read ahead into its buffer).
+        reached = self.total is not None and self.done >= self.total > self.done - n
+        if self.enabled and (now - self._last >= self.interval or reached):
             self._last = now
             self._draw(now)
 
