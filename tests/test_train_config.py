@@ -9,8 +9,10 @@ import torch
 from torch import nn
 
 import smallnets
-from smallnets.training.config import RunConfig, TrainConfig, build_dataclass, load_config_file
+from smallnets.data import DataConfig
+from smallnets.training.config import RunConfig, TrainConfig, build_dataclass, check_train_config, load_config_file
 from smallnets.training.optim import ModelEMA, Schedule, build_optimizer, mix_batch, param_groups
+from smallnets.training.trainer import split_options
 
 
 def test_toml_file_sections_and_knobs(tmp_path):
@@ -53,8 +55,86 @@ def test_unknown_section_and_bad_file(tmp_path):
 
 
 def test_strings_from_the_command_line_are_typed():
-    cfg = build_dataclass(TrainConfig, {"epochs": "5", "lr": "0.05", "ema": "true", "grad_clip": "none", "betas": "0.8,0.9"}, where="flags")
+    # the command line hands every value over as a string: split_options parses them by field type
+    data, train, knobs = split_options({"epochs": "5", "lr": "0.05", "ema": "true", "grad_clip": "none", "betas": "0.8,0.9",
+                                        "batch_size": "16", "mean": "0.5,0.5,0.5", "std": "0.25 0.25 0.25", "width_mult": "0.5"})  # fmt: skip
+    cfg = build_dataclass(TrainConfig, train, where="flags")
     assert (cfg.epochs, cfg.lr, cfg.ema, cfg.grad_clip, cfg.betas) == (5, 0.05, True, None, (0.8, 0.9))
+    assert data == {"batch_size": 16, "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
+    assert knobs == {"width_mult": "0.5"}  # knobs are typed by the model's own parser (cli.parse_value)
+    with pytest.raises(ValueError, match="lr must be a finite number, got nan"):
+        split_options({"lr": "nan"})
+    with pytest.raises(ValueError, match="epochs must be an integer, got '2.5'"):
+        split_options({"epochs": "2.5"})
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"epochs": -1}, "epochs must be an integer >= 1, got -1"),
+        ({"epochs": "3"}, "epochs must be an integer, got '3'"),
+        ({"epochs": 3.0}, "epochs must be an integer, got 3.0"),
+        ({"epochs": True}, "epochs must be an integer, got True"),
+        ({"lr": -1}, "lr must be > 0, got -1"),
+        ({"lr": "0.1"}, "lr must be a number, got '0.1'"),
+        ({"lr": float("nan")}, "lr must be a finite number, got nan"),
+        ({"momentum": float("inf")}, "momentum must be a finite number, got inf"),
+        ({"warmup_epochs": 40}, "warmup_epochs must be in [0.0, 30.0], got 40.0"),
+        ({"ema": "yes"}, "ema must be true or false, got 'yes'"),
+        ({"ema": 1}, "ema must be true or false, got 1"),
+        ({"optimizer": "adam"}, "optimizer must be one of 'sgd', 'adamw', 'rmsprop'; got 'adam'"),
+        ({"schedule": 3}, "schedule must be a string, got 3"),
+        ({"betas": (0.9,)}, "betas must be 2 values, got (0.9,)"),
+        ({"betas": (0.9, "0.99")}, "betas must be a number, got '0.99'"),
+        ({"betas": (0.9, 1.0)}, "betas must be in [0.0, 1.0), got 1.0"),
+        ({"threads": 0}, "threads must be an integer >= 1, got 0"),
+        ({"max_minutes": float("inf")}, "max_minutes must be a finite number, got inf"),
+        ({"device": "gpu"}, "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
+        ({"device": "cudax"}, "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'cudax'"),
+        ({"out": None}, "out must be a string, got None"),
+        ({"freeze": "backbone"}, "freeze, backbone_lr_scale and pretrained_format apply to fine-tuning"),
+    ],
+)
+def test_train_config_validates_itself(values, message):
+    with pytest.raises(ValueError) as err:
+        TrainConfig(**values)
+    assert message in str(err.value)
+
+
+def test_train_config_normalises_numbers_and_keeps_valid_values():
+    cfg = TrainConfig(epochs=3, lr=1, warmup_epochs=1, betas=[0.9, 0.99], device="cuda:1", max_minutes=2)
+    assert cfg.lr == 1.0 and isinstance(cfg.lr, float) and isinstance(cfg.warmup_epochs, float)
+    assert cfg.betas == (0.9, 0.99) and cfg.max_minutes == 2.0 and isinstance(cfg.max_minutes, float)
+    assert TrainConfig() == TrainConfig(**{f: getattr(TrainConfig(), f) for f in TrainConfig.__dataclass_fields__})
+    cfg = TrainConfig()
+    cfg.epochs = "3"  # a config edited after construction is checked again where it is used
+    with pytest.raises(ValueError, match="epochs must be an integer, got '3'"):
+        check_train_config(cfg)
+
+
+def test_config_files_refuse_strings_for_numbers(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('[model]\nname = "mobilenet_v2"\n[data]\npath = "x"\n[train]\nlr = "0.1"\n')
+    with pytest.raises(ValueError, match="lr must be a number, got '0.1'"):
+        RunConfig.from_dict(load_config_file(path))
+    path.write_text('[model]\nname = "mobilenet_v2"\n[data]\npath = "x"\nbatch_size = "64"\n')
+    with pytest.raises(ValueError, match="batch_size must be an integer, got '64'"):
+        RunConfig.from_dict(load_config_file(path))
+    path.write_text('[model]\nname = "mobilenet_v2"\n[data]\npath = "x"\n[train]\nema = "true"\n')
+    with pytest.raises(ValueError, match="ema must be true or false, got 'true'"):
+        RunConfig.from_dict(load_config_file(path))
+    path.write_text('[model]\nname = "mobilenet_v2"\n[data]\npath = "x"\n[train]\nepochs = 3\nlr = 1\nwarmup_epochs = 1\n')
+    cfg = RunConfig.from_dict(load_config_file(path))  # an integer is a number too
+    assert cfg.train.lr == 1.0 and cfg.train.warmup_epochs == 1.0 and cfg.train.epochs == 3
+    with pytest.raises(ValueError, match="lr must be a number, got '0.1'"):
+        smallnets.train("mobilenet_v1", "x", lr="0.1")  # the Python API is typed as well
+
+
+def test_data_config_refuses_non_finite_normalisation():
+    with pytest.raises(ValueError, match=r"mean must be finite numbers \(no nan or inf\), got \(nan, 0.5, 0.5\)"):
+        DataConfig(path="x", mean=(float("nan"), 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    with pytest.raises(ValueError, match=r"std must be finite numbers \(no nan or inf\), got \(inf, 0.5, 0.5\)"):
+        DataConfig(path="x", mean=(0.5, 0.5, 0.5), std=(float("inf"), 0.5, 0.5))
 
 
 def test_weight_decay_skips_norm_bias_and_optionally_depthwise():

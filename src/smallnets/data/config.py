@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -68,6 +69,8 @@ class DataConfig:
             if not ok or (name == "std" and min(value) <= 0):
                 rule = "three numbers" + (" > 0" if name == "std" else "") + " (per RGB channel, in [0, 1] pixel units)"
                 raise ValueError(f"{name} must be {rule}, got {value!r}")
+            if not all(math.isfinite(v) for v in value):
+                raise ValueError(f"{name} must be finite numbers (no nan or inf), got {value!r}")
             setattr(self, name, tuple(float(v) for v in value))
         if (self.mean is None) != (self.std is None):
             raise ValueError(f"mean and std must be given together, got mean={self.mean!r}, std={self.std!r}")

@@ -14,13 +14,19 @@ A run is described by three dataclasses, one per concern. Files hold the same th
     epochs = 30
     optimizer = "sgd"
 
-Unknown keys and wrong types are refused with the key, the rule and the value.
+Unknown keys and wrong types are refused with the key, the rule and the value. Each dataclass
+checks itself when constructed (type, range, finiteness, choices), from Python, a file or the
+command line alike; an integer counts as a number, a string never does (only the command line's
+text is parsed, by ``split_options``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
+import re
 import tomllib
 import types
 import typing
@@ -40,6 +46,12 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 class ModelConfig:
     name: str = ""  # a zoo name, see `smallnets list`
     knobs: dict[str, Any] = field(default_factory=dict)  # keyword arguments of create_model
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise ValueError(f"model.name must be a string, got {self.name!r}")
+        if not isinstance(self.knobs, dict) or not all(isinstance(k, str) for k in self.knobs):
+            raise ValueError(f"model knobs must be a mapping of knob names to values, got {self.knobs!r}")
 
 
 @dataclass
@@ -88,8 +100,21 @@ class TrainConfig:
     freeze: str | None = None  # "backbone" (linear probe), or a stage ("stages.2"): it and all before it
     backbone_lr_scale: float = 1.0  # learning rate of the pretrained layers relative to the new classifier
 
+    def __post_init__(self) -> None:
+        # every field against its annotation (an integer is a number too: 1 -> 1.0), then the rules
+        for name, tp in field_types(TrainConfig).items():
+            setattr(self, name, coerce(name, getattr(self, name), tp))
+        _check_train_values(self)
+
 
 def check_train_config(cfg: TrainConfig) -> None:
+    """Validate ``cfg`` again (a dataclass can be edited after construction); changes nothing."""
+    for name, tp in field_types(TrainConfig).items():
+        coerce(name, getattr(cfg, name), tp)
+    _check_train_values(cfg)
+
+
+def _check_train_values(cfg: TrainConfig) -> None:
     check_int("epochs", cfg.epochs, 1)
     check_range("backbone_lr_scale", cfg.backbone_lr_scale, 0.0, 1e3)
     if (cfg.freeze is not None or cfg.backbone_lr_scale != 1.0 or cfg.pretrained_format is not None) and not cfg.pretrained:
@@ -128,7 +153,7 @@ def check_train_config(cfg: TrainConfig) -> None:
         check_range("betas", b, 0.0, 1.0, high_open=True)
     if cfg.eps is not None:
         check_positive("eps", cfg.eps)
-    if not (cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda")):
+    if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", cfg.device):
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {cfg.device!r}")
 
 
@@ -137,6 +162,11 @@ class RunConfig:
     model: ModelConfig
     data: DataConfig
     train: TrainConfig
+
+    def __post_init__(self) -> None:
+        for name, cls in (("model", ModelConfig), ("data", DataConfig), ("train", TrainConfig)):
+            if not isinstance(getattr(self, name), cls):
+                raise ValueError(f"{name} must be a {cls.__name__}, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict:
         return {
@@ -156,10 +186,7 @@ class RunConfig:
             key = sorted(unknown)[0]
             raise ValueError(f"unknown section {key!r} in {where}{suggest(key, ['model', 'data', 'train'])} (sections: model, data, train)")
         model_raw = dict(raw.get("model") or {})
-        name = model_raw.pop("name", "")
-        if not isinstance(name, str):
-            raise ValueError(f"model.name must be a string, got {name!r}")
-        model = ModelConfig(name=name, knobs=model_raw)
+        model = ModelConfig(name=model_raw.pop("name", ""), knobs=model_raw)
         train = build_dataclass(TrainConfig, dict(raw.get("train") or {}), where=f"{where} [train]")
         data_raw = dict(raw.get("data") or {})
         if not data_raw.get("path"):
@@ -187,49 +214,52 @@ def load_config_file(path: str | Path) -> dict:
 # --- typed construction -------------------------------------------------------------------------
 
 
+@functools.cache
 def field_types(cls) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def build_dataclass(cls, values: dict, *, where: str):
-    """``cls(**values)`` with unknown keys and wrong types refused; values are checked, not guessed."""
+def build_dataclass(cls, values: dict, *, where: str, parse_strings: bool = False):
+    """``cls(**values)`` with unknown keys and wrong types refused; values are checked, not guessed.
+
+    ``parse_strings``: the values are command-line text ('0.1', 'true', 'none', '0.9,0.99'), parsed
+    by each field's type. A file or a Python call gives typed values: a string is no number there.
+    """
     types_ = field_types(cls)
     kwargs = {}
     for key, value in values.items():
         if key not in types_:
             raise ValueError(f"unknown key {key!r} in {where}{suggest(key, types_)} (known: {', '.join(types_)})")
-        kwargs[key] = coerce(key, value, types_[key])
-    obj = cls(**kwargs)
-    if cls is TrainConfig:
-        check_train_config(obj)
-    return obj
+        kwargs[key] = coerce(key, value, types_[key], parse_strings=parse_strings)
+    return cls(**kwargs)
 
 
-def coerce(name: str, value: Any, tp: Any) -> Any:
-    """Check ``value`` against the annotation ``tp``; strings from the command line are parsed."""
+def coerce(name: str, value: Any, tp: Any, *, parse_strings: bool = False) -> Any:
+    """``value`` checked against the annotation ``tp``: an int is accepted as a float (and returned
+    as one), a list as a tuple, nothing else is converted; floats must be finite. With
+    ``parse_strings``, command-line strings are parsed first."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(tp)
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in options:
-                return None
+        if type(None) in options and (value is None or (parse_strings and isinstance(value, str) and value.lower() in ("none", "null"))):
+            return None
         errors = []
         for option in options:
             if option is type(None):
                 continue
             try:
-                return coerce(name, value, option)
+                return coerce(name, value, option, parse_strings=parse_strings)
             except ValueError as exc:
                 errors.append(str(exc))
         raise ValueError(errors[0] if errors else f"{name} must not be None")
     if origin is tuple:
         args = typing.get_args(tp)
-        if isinstance(value, str):
+        if parse_strings and isinstance(value, str):
             value = [v for v in value.replace(",", " ").split() if v]
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ValueError(f"{name} must be {len(args)} values, got {value!r}")
-        return tuple(coerce(name, v, a) for v, a in zip(value, args))
+        return tuple(coerce(name, v, a, parse_strings=parse_strings) for v, a in zip(value, args))
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ValueError(f"{name} must be a mapping, got {value!r}")
@@ -237,17 +267,24 @@ def coerce(name: str, value: Any, tp: Any) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+        if parse_strings and isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
             return value.lower() in ("true", "yes", "1", "on")
         raise ValueError(f"{name} must be true or false, got {value!r}")
-    if tp in (int, float):  # never a bool; an int is a number too; strings are parsed
-        accepted = (int,) if tp is int else (int, float)
-        if not isinstance(value, bool) and isinstance(value, (*accepted, str)):
+    if tp in (int, float):  # never a bool; an int is a number too
+        rule = "an integer" if tp is int else "a number"
+        if parse_strings and isinstance(value, str):
             try:
-                return tp(value)
+                value = tp(value)
             except ValueError:
-                pass
-        raise ValueError(f"{name} must be {'an integer' if tp is int else 'a number'}, got {value!r}")
+                raise ValueError(f"{name} must be {rule}, got {value!r}") from None
+        accepted = (int,) if tp is int else (int, float)
+        if isinstance(value, bool) or not isinstance(value, accepted):
+            raise ValueError(f"{name} must be {rule}, got {value!r}")
+        if tp is float:
+            value = float(value) if isinstance(value, float) or abs(value) < 2**1023 else math.inf
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        return value
     if tp is str:
         if isinstance(value, str):
             return value

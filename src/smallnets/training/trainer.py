@@ -44,7 +44,7 @@ from smallnets.data import DataConfig, build_data
 from smallnets.evaluation import EvalResult, autocast_context, evaluate
 from smallnets.registry import create_model, model_info
 from smallnets import distributed as distr
-from smallnets.training.config import ModelConfig, RunConfig, TrainConfig, build_dataclass, check_train_config, field_types
+from smallnets.training.config import ModelConfig, RunConfig, TrainConfig, build_dataclass, check_train_config, coerce, field_types
 from smallnets.training.optim import ModelEMA, Schedule, build_optimizer, mix_batch, resolved_lr
 from smallnets.progress import Progress, format_duration
 
@@ -636,17 +636,20 @@ def freeze_layers(model: nn.Module, freeze: str) -> list[nn.Module]:
     return frozen
 
 
-def split_options(options: dict[str, Any]) -> tuple[dict, dict, dict]:
-    """Sort flat keyword options into (data, train, model knobs) by the dataclasses' field names."""
+def split_options(options: dict[str, Any], *, parse_strings: bool = True) -> tuple[dict, dict, dict]:
+    """Sort flat keyword options into (data, train, model knobs) by the dataclasses' field names.
+
+    ``parse_strings`` (the command line's case: every value is text) parses data and training
+    values by their field's type, '0.1' -> 0.1; the configs themselves take typed values only.
+    Knobs are left as they are (the model's own parser types them).
+    """
     data_fields, train_fields = field_types(DataConfig), field_types(TrainConfig)
     data, train, knobs = {}, {}, {}
     for key, value in options.items():
-        if key in train_fields and key in data_fields:
-            train[key] = value  # e.g. channels_last: the trainer sets it for model and batches alike
+        if key in train_fields:  # also channels_last, a data field too: the trainer sets it for model and batches alike
+            train[key] = coerce(key, value, train_fields[key], parse_strings=True) if parse_strings else value
         elif key in data_fields:
-            data[key] = value
-        elif key in train_fields:
-            train[key] = value
+            data[key] = coerce(key, value, data_fields[key], parse_strings=True) if parse_strings else value
         else:
             knobs[key] = value
     return data, train, knobs
@@ -663,7 +666,7 @@ def train(model: str, data: str | os.PathLike, *, config: str | os.PathLike | di
 
     raw = {} if config is None else (dict(config) if isinstance(config, dict) else load_config_file(config))
     raw = {k: dict(v) for k, v in raw.items()} if raw else {}
-    data_opts, train_opts, knobs = split_options(options)
+    data_opts, train_opts, knobs = split_options(options, parse_strings=False)  # Python values are typed already
     raw.setdefault("model", {}).update({"name": model, **knobs})
     raw.setdefault("data", {}).update({"path": os.fspath(data), **data_opts})
     raw.setdefault("train", {}).update(train_opts)
