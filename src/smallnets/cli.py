@@ -320,12 +320,32 @@ def cmd_eval(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from smallnets.checkpoint import save_weights
-    from smallnets.pretrained import load_pretrained
+    import os
+    from pathlib import Path
 
+    from smallnets.checkpoint import save_weights
+    from smallnets.pretrained import load_pretrained, local_source
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise ValueError(f"OUT must end in .safetensors, got {args.out!r}")
+    targets = (out, out.with_suffix(".json"))  # the weights and their sidecar
+
+    def check_targets(source: Path | None) -> None:
+        """Never the file being read (any name for it: symlink, hard link, '..'); an existing output only with --force."""
+        for target in targets:
+            if source is not None and target.exists() and os.path.samefile(target, source):
+                raise ValueError(f"{str(target)!r} is the input {str(source)!r} (the same file); convert never replaces "
+                                 "the file it reads, even with --force: choose another OUT")  # fmt: skip
+        existing = [t for t in targets if t.exists() or t.is_symlink()]
+        if existing and not args.force:
+            raise FileExistsError(f"{existing[0]} already exists; pass --force to replace it, or choose another OUT")
+
+    check_targets(local_source(args.source))  # before anything is downloaded or converted
     model = load_pretrained(args.model, args.source, format=args.format, num_classes=args.num_classes,
                             strict=False if args.partial else None, sha256=args.sha256, offline=args.offline or None)  # fmt: skip
     meta = model.smallnets_meta
+    check_targets(Path(meta["pretrained"]["path"]))  # the file actually read (a URL's cached copy, a run's weights)
     report = meta["load_report"]
     save_weights(model, args.out, classes=meta["classes"], preprocessing=meta["preprocessing"],
                  extra={"pretrained": meta["pretrained"], "load_report": report})  # fmt: skip
@@ -482,6 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partial", action="store_true", help="load what fits and report the rest instead of failing")
     p.add_argument("--sha256", help="expected SHA-256 of the checkpoint file")
     p.add_argument("--offline", action="store_true", help="use the download cache only")
+    p.add_argument("--force", action="store_true", help="replace OUT and its .json sidecar if they exist (never the input file)")
     return parser
 
 

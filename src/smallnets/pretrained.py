@@ -520,6 +520,23 @@ def _split_source(source: str | os.PathLike) -> tuple[str | None, str]:
     return (m.group(1), m.group(2)) if m else (None, text)
 
 
+def local_source(source: str | os.PathLike) -> Path | None:
+    """The local file ``source`` names (a run directory: its weights), found without reading, fetching or
+    hashing anything; None for URLs, format names and paths that name no file."""
+    _, text = _split_source(source)
+    if re.match(r"^[a-z]+://", text) or text in FORMATS or text in _ALIASES:
+        return None
+    path = Path(text).expanduser()
+    if path.is_dir():
+        from smallnets.checkpoint import resolve_weights
+
+        try:
+            path = resolve_weights(path)
+        except FileNotFoundError:
+            return None
+    return path if path.is_file() else None
+
+
 def own_format(path: str | os.PathLike) -> WeightFormat | None:
     """The format of a smallnets weights file (its sidecar, else its metadata), or None for any other file.
 
