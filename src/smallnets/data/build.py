@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,7 +178,21 @@ def _resolve(cfg: DataConfig):
         return FolderSource(path.resolve())
     if is_archive(path):
         return ArchiveSource(path.resolve())
+    if path.name.lower().endswith(".zip"):
+        raise ValueError(_zip_message(path, p))
     raise ValueError(f"path must be a folder, a .tar/.tar.gz/.tgz archive, 'cifar10' or 'cifar100'; got the file {p!r}")
+
+
+def _zip_message(path: Path, p: str) -> str:
+    """Why a .zip is refused (smallnets reads folders and tar archives), saying so when the file is damaged as well."""
+    rule = "path must be a folder, a .tar/.tar.gz/.tgz archive, 'cifar10' or 'cifar100'"
+    fix = (f"extract it (python -m zipfile -e {p} DIR) and pass the folder, or pack the class folders as .tar/.tar.gz/.tgz "
+           f"(tar czf set.tar.gz -C DIR .)")  # fmt: skip
+    try:
+        zipfile.ZipFile(path).close()  # reads the central directory at the end: a download cut short has none
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:  # ValueError: zipfile on some malformed headers
+        return f"{rule}; got the .zip file {p!r}, which is also truncated or corrupt ({type(e).__name__}: {e}). .zip archives are not read: {fix}"
+    return f"{rule}; got the .zip file {p!r}: .zip archives are not read; {fix}"
 
 
 def build_data(cfg: DataConfig, *, seed: int = 0, device="cpu", rank: int = 0, world_size: int = 1, progress: bool = True) -> DataBundle:

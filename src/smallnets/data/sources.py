@@ -13,6 +13,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from smallnets.progress import Progress
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 _VAL_DIRS = ("val", "validation")
 _SPLIT_DIRS = ("train", *_VAL_DIRS, "test")
+# what reading a damaged archive raises: tarfile's errors, zlib's (gzip), the bz2/lzma ones (OSError, EOFError)
+_ARCHIVE_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error)
 SAMPLE_SIZE = 64  # images whose sizes decide pipeline="auto" and the tensor path's native size
 
 
@@ -230,7 +233,11 @@ def file_sha256(path: Path, progress: bool = False, desc: str | None = None) -> 
 
 
 class ArchiveSource:
-    """A .tar / .tar.gz / .tgz of a class-folder tree; only regular files with safe relative names are read."""
+    """A .tar / .tar.gz / .tgz of a class-folder tree; only regular files with safe relative names are read.
+
+    An archive that cannot be read to its end-of-archive marker (cut short, garbled, not a tar) is a
+    ValueError naming it, whichever step meets the damage: listing, sampling, decoding or extracting.
+    """
 
     kind = "archive"
     KEEP_BYTES = 1 << 29  # while listing, keep up to 512 MiB of member bytes so that decoding needs no second pass
@@ -243,16 +250,64 @@ class ArchiveSource:
         return {"kind": self.kind, "path": str(self.path), "bytes": self.path.stat().st_size}
 
     def _members(self, bar: Progress | None = None) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo, str | None]]:
+        """Every regular file member, with its safe name (None: unsafe); a truncated or corrupt archive is a ValueError.
+
+        Read a member's bytes with ``_bytes`` / ``_copy``, which report errors the same way: an error met
+        while the caller reads a member is raised in the caller's frame, outside this generator.
+        """
+        ends: list[tarfile.HeaderError] = []
+
+        class _Info(tarfile.TarInfo):  # records why the member list ended: tarfile ends it silently at
+            @classmethod  # a header cut short or garbled (anything but the end-of-archive zero block)
+            def fromtarfile(cls, tar):
+                try:
+                    return super().fromtarfile(tar)
+                except tarfile.HeaderError as e:
+                    ends.append(e)
+                    raise
+
+        seen, last = 0, None
         # Streaming mode: one forward pass, no seeks (a gzip stream cannot seek backwards cheaply).
         try:
-            with open(self.path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
+            with open(self.path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*", tarinfo=_Info) as tar:
                 for m in tar:
+                    seen, last = seen + 1, m.name
                     if bar is not None:
                         bar.update(raw.tell() - bar.done)  # compressed bytes consumed so far
                     if m.isfile():
                         yield tar, m, _safe_member_name(m.name)
-        except (tarfile.TarError, EOFError, OSError) as e:
-            raise ValueError(f"path {str(self.path)!r}: not a readable tar archive ({type(e).__name__}: {e})") from e
+                if seen and ends and not isinstance(ends[-1], tarfile.EOFHeaderError):
+                    raise tarfile.ReadError(f"the member list stops at a header cut short or garbled ({ends[-1]}), "
+                                            f"not at the end-of-archive marker")  # fmt: skip
+        except _ARCHIVE_ERRORS as e:
+            raise self._unreadable(e, seen, last) from e
+
+    def _unreadable(self, e: BaseException, seen: int, last: str | None) -> ValueError:
+        why = f"{type(e).__name__}: {e}"
+        if not seen:
+            return ValueError(f"path {str(self.path)!r}: not a readable tar archive, or truncated or corrupt ({why})")
+        return ValueError(f"path {str(self.path)!r}: the archive is truncated or corrupt: reading stopped after {seen} member(s), "
+                          f"at {last!r} ({why}); download or pack it again")  # fmt: skip
+
+    def _bytes(self, tar: tarfile.TarFile, m: tarfile.TarInfo) -> bytes | None:
+        """A member's bytes (None: no data), read under the same error reporting as ``_members``."""
+        try:
+            f = tar.extractfile(m)
+            return f.read() if f is not None else None
+        except _ARCHIVE_ERRORS as e:
+            raise self._unreadable(e, len(tar.members), m.name) from e
+
+    def _copy(self, tar: tarfile.TarFile, m: tarfile.TarInfo, out) -> None:
+        """Copy a member into the binary file ``out`` in 1 MiB chunks (errors writing ``out`` stay OSErrors)."""
+        src = tar.extractfile(m)
+        while True:
+            try:
+                chunk = src.read(1 << 20) if src is not None else b""
+            except _ARCHIVE_ERRORS as e:
+                raise self._unreadable(e, len(tar.members), m.name) from e
+            if not chunk:
+                return
+            out.write(chunk)
 
     def catalog(self, limit_per_class: int | None, progress: bool = False) -> Catalog:
         listing, unsafe = [], []
@@ -269,7 +324,7 @@ class ArchiveSource:
                 if budget < 0:
                     kept = None  # too big to hold: ``read`` streams the archive again
                 else:
-                    kept[name] = tar.extractfile(m).read()
+                    kept[name] = self._bytes(tar, m) or b""
         bar.update(bar.total - bar.done)
         bar.close()
         self._kept = kept
@@ -281,8 +336,8 @@ class ArchiveSource:
         for tar, m, name in self._members():
             if name is None or not is_image_name(name) or _junk(tuple(name.split("/"))):
                 continue
-            f = tar.extractfile(m)
-            size = image_size(f.read()) if f is not None else None
+            data = self._bytes(tar, m)
+            size = image_size(data) if data is not None else None
             if size is not None:
                 sizes.append(size)
             if len(sizes) >= SAMPLE_SIZE:
@@ -301,8 +356,8 @@ class ArchiveSource:
         wanted = set(names)
         for tar, m, name in self._members():
             if name in wanted:
-                f = tar.extractfile(m)
-                yield name, f.read() if f is not None else OSError("no data")
+                data = self._bytes(tar, m)
+                yield name, data if data is not None else OSError("no data")
 
     def local_root(self, cache_root: Path, progress: bool) -> Path:
         """Extract once for the loader path's random access; keyed by the archive's path, size and mtime."""
@@ -320,8 +375,8 @@ class ArchiveSource:
                         continue
                     target = tmp / name
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    with tar.extractfile(m) as src, open(target, "wb") as out:
-                        shutil.copyfileobj(src, out)
+                    with open(target, "wb") as out:
+                        self._copy(tar, m, out)
                     bar.update()
             (tmp / ".complete").write_text(str(self.path.resolve()))
             if dest.exists():  # a half-finished dir from an interrupted run without the marker
