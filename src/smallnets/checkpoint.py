@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -504,6 +505,64 @@ def _mismatch(model: nn.Module, tensors: Mapping[str, torch.Tensor]) -> tuple[li
     return missing, unexpected, shapes
 
 
+def _dtype_kind(dtype: torch.dtype) -> str:
+    if dtype == torch.bool:
+        return "bool"
+    if dtype.is_complex:
+        return "complex"
+    return "floating-point" if dtype.is_floating_point else "integer"
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def conform_state(
+    state: Mapping[str, torch.Tensor], own: Mapping[str, Any], *, where: str, names: Mapping[str, str] | None = None
+) -> dict[str, torch.Tensor]:
+    """``state`` (model key -> tensor) cast to the dtypes of the model's state dict ``own``: every path
+    that loads weights into a model goes through here.
+
+    A tensor must be of its parameter's or buffer's kind: floating point for float tensors (float16,
+    bfloat16, float64 ... are cast), integer for integer buffers (BatchNorm's num_batches_tracked),
+    bool for bool. Anything else (a float weight stored as int32 or bool) is refused naming the key,
+    the dtype found and the dtype expected. NaN or inf values warn. ``names`` gives a key's name in the
+    file where it differs (a converted checkpoint); ``where`` names the file in messages.
+    """
+    out: dict[str, torch.Tensor] = {}
+    wrong: list[str] = []
+    nonfinite: list[str] = []
+    for key, tensor in state.items():
+        target = own.get(key)
+        if not isinstance(target, torch.Tensor):
+            out[key] = tensor
+            continue
+        name = names.get(key, key) if names else key
+        if _dtype_kind(tensor.dtype) != _dtype_kind(target.dtype):
+            model = f" (the model's {key})" if name != key else ""
+            wrong.append(f"{name!r} is {_dtype_name(tensor.dtype)}, expected {_dtype_name(target.dtype)}{model}")
+            continue
+        cast = tensor.to(target.dtype)
+        if cast.is_floating_point() and cast.device.type != "meta" and not bool(torch.isfinite(cast).all()):
+            nonfinite.append(repr(name))
+        out[key] = cast
+    if wrong:
+        more = f"; ... ({len(wrong) - 5} more)" if len(wrong) > 5 else ""
+        raise ValueError(
+            f"{where}: {len(wrong)} tensor(s) have a dtype that does not fit the model: {'; '.join(wrong[:5])}{more}. "
+            "A parameter or buffer loads only from a tensor of its own kind (floating point: float16, bfloat16, "
+            "float32 and float64 are cast; integer for integer buffers such as num_batches_tracked)"
+        )
+    if nonfinite:
+        more = f", ... ({len(nonfinite) - 5} more)" if len(nonfinite) > 5 else ""
+        warnings.warn(
+            f"{where}: {len(nonfinite)} tensor(s) hold NaN or inf values: {', '.join(nonfinite[:5])}{more}; "
+            "the model's outputs will not be meaningful",
+            stacklevel=3,
+        )
+    return out
+
+
 def _listing(title: str, items: list[str], limit: int = 10) -> str:
     more = f", ... ({len(items) - limit} more)" if len(items) > limit else ""
     return f"\n  {title} ({len(items)}): {', '.join(items[:limit])}{more}"
@@ -563,7 +622,7 @@ def load_weights(
             + "\nPass strict=False to load only the keys that match."
         )
     skip = {*unexpected, *misshaped}
-    model.load_state_dict({k: t for k, t in tensors.items() if k not in skip}, strict=strict)
+    model.load_state_dict(conform_state({k: t for k, t in tensors.items() if k not in skip}, own, where=str(file)), strict=strict)
     if device is not None:
         model.to(device)
     meta = dict(meta or {})

@@ -364,13 +364,13 @@ def _checkpoint_classes(src: Mapping[str, torch.Tensor], fmt: WeightFormat) -> i
     return _num_classes_in(src, source_modules(list(src)))
 
 
-def _match_by_name(src: Mapping[str, torch.Tensor], model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
+def _match_by_name(src: Mapping[str, torch.Tensor], model: nn.Module, *, source: str = "the checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
     """smallnets weights into a smallnets model: keys load by name (as ``load_weights``); the report as ``convert_state_dict``'s."""
-    from smallnets.checkpoint import _mismatch
+    from smallnets.checkpoint import _mismatch, conform_state
 
     own = model.state_dict()
     missing, unexpected, shapes = _mismatch(model, src)
-    state = {k: src[k].to(v.dtype) for k, v in own.items() if k in src and k not in shapes}
+    state = conform_state({k: src[k] for k in own if k in src and k not in shapes}, own, where=source)
     return state, {
         "missing": [k for k in missing if not k.endswith("num_batches_tracked")],
         "unexpected": unexpected,
@@ -431,27 +431,33 @@ def _refuse(model: nn.Module, report: Mapping[str, list[str]]) -> None:
 
 
 def convert_state_dict(
-    state_dict: Mapping[str, torch.Tensor], model: nn.Module, *, strict: bool = True
+    state_dict: Mapping[str, torch.Tensor], model: nn.Module, *, strict: bool = True, source: str = "the checkpoint"
 ) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
-    """A reference-library state dict renamed to ``model``'s keys.
+    """A reference-library state dict renamed to ``model``'s keys, in the model's dtypes.
 
     Returns ``(state, report)``: ``report`` lists the model keys left out (``missing``), checkpoint
     keys not used (``unexpected``) and shape mismatches. With ``strict=True`` any of them raises
     :class:`PretrainedMismatch` naming them. With ``strict=False`` keys of mismatched shape (a
     classifier for another number of classes) are left out, so the model keeps its own values.
+    A tensor of the wrong kind of dtype (a float weight stored as int or bool) is always refused
+    (``ValueError``); other float widths are cast; NaN / inf values warn. ``source`` names the file in messages.
     """
+    from smallnets.checkpoint import conform_state
+
     own = model.state_dict()
     mapping, problems = _pair(source_modules(list(state_dict)), state_dict, {k: tuple(v.shape) for k, v in own.items()})
     if problems:
         raise PretrainedMismatch("the checkpoint does not fit the model " + type(model).__name__ + ":\n  " + "\n  ".join(problems))
-    state: dict[str, torch.Tensor] = {}
+    matched: dict[str, torch.Tensor] = {}
+    names: dict[str, str] = {}
     shapes: list[str] = []
     for s_key, o_key in mapping.items():
         tensor = state_dict[s_key]
         if tuple(tensor.shape) != tuple(own[o_key].shape):
             shapes.append(f"{o_key} (checkpoint {s_key}): checkpoint {tuple(tensor.shape)} vs model {tuple(own[o_key].shape)}")
             continue
-        state[o_key] = tensor.to(own[o_key].dtype)
+        matched[o_key], names[o_key] = tensor, s_key
+    state = conform_state(matched, own, where=source, names=names)
     mapped = set(mapping.values())
     missing = [k for k in own if k not in mapped and not k.endswith("num_batches_tracked")]
     unexpected = sorted(k for k in state_dict if k not in mapping)
@@ -663,7 +669,8 @@ def apply_checkpoint(model: nn.Module, src: Mapping[str, torch.Tensor], fmt: Wei
     head = _classifier_prefix(model)
     own = model.state_dict()
     new_head = head is not None and f"{head}.weight" in own and own[f"{head}.weight"].shape[0] != src_classes
-    state, report = _match_by_name(src, model) if fmt.name == OWN else convert_state_dict(src, model, strict=False)
+    where = str(path) if path is not None else source or "the checkpoint"
+    state, report = _match_by_name(src, model, source=where) if fmt.name == OWN else convert_state_dict(src, model, strict=False, source=where)
     if strict is None:  # default: exact, except a classifier for another number of classes
         allowed = {f"{head}.weight", f"{head}.bias"} if new_head else set()
         _refuse(model, {**report, "shape_mismatch": [m for m in report["shape_mismatch"] if m.split(" ", 1)[0] not in allowed]})
