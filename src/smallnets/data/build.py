@@ -108,7 +108,8 @@ def _prepare_files(cfg: DataConfig, src: FolderSource | ArchiveSource, root: Pat
         return _Prepared(catalog, {**source, "layout": catalog.layout}, "tensor", cache=cached)
     local = src.local_root(root, progress)
     if catalog is None or local != getattr(src, "root", None):
-        catalog = FolderSource(local).catalog(cfg.limit_per_class, progress)
+        lister = src if isinstance(src, FolderSource) else FolderSource(local)  # an archive: its extracted files
+        catalog = lister.catalog(cfg.limit_per_class, progress)
     source = {**src.describe(), "layout": catalog.layout}
     return _Prepared(catalog, source, "loader", images=FileImages(local, catalog.names))
 
@@ -175,7 +176,7 @@ def _resolve(cfg: DataConfig):
             f"{suggest(p, cifar_mod.CIFAR)}"
         )
     if path.is_dir():
-        return FolderSource(path.resolve())
+        return FolderSource(path.resolve(), follow_links=cfg.follow_links)
     if is_archive(path):
         return ArchiveSource(path.resolve())
     if path.name.lower().endswith(".zip"):

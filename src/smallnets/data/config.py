@@ -35,6 +35,7 @@ class DataConfig:
     limit_per_class: int | None = None  # use only the first N files (sorted) of each class and part
     cifar_val: str = "test"  # cifar10/100: "test" = official test batch, "holdout" = val_fraction of train
     drop_last: bool = False  # drop each epoch's final partial training batch
+    follow_links: bool = False  # a folder: follow symlinks that lead outside it (loops and links within it never are)
     # normalisation (x - mean) / std in [0, 1] units; None: the data set's own statistics (tensor path),
     # ImageNet's (loader path); a fine-tune from a checkpoint takes the checkpoint's (smallnets train --pretrained)
     mean: tuple[float, float, float] | None = None
@@ -47,7 +48,7 @@ class DataConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (str, os.PathLike)) or not os.fspath(value)):
                 raise ValueError(f"{name} must be a folder path or None, got {value!r}")
-        for name in ("download", "flip", "channels_last", "drop_last"):
+        for name in ("download", "flip", "channels_last", "drop_last", "follow_links"):
             check_bool(name, getattr(self, name))
         check_range("val_fraction", self.val_fraction, 0.0, 1.0, low_open=True, high_open=True)
         check_int("split_seed", self.split_seed, minimum=0)

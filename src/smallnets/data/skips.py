@@ -1,4 +1,4 @@
-"""The record of files left out (empty, not an image, undecodable, outside class folders): counted, a few named."""
+"""The record of files left out (empty, not an image, undecodable, outside class folders, links not followed): counted, a few named."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ NOT_IMAGE = "not an image file"
 UNREADABLE = "unreadable image"
 OUTSIDE = "outside class folders"
 UNSAFE = "unsafe path in archive"
+LINK_LOOP = "symlink loop"  # a link to a folder it is in
+LINK_LISTED = "link to a path already listed under its own name"  # inside the data folder: following it would copy or relabel
+LINK_OUTSIDE = "link outside the data folder (follow_links=True follows it)"
 
 _KEEP = 20  # names kept for the record; the warning names the first 5
 

@@ -64,8 +64,11 @@ def catalog_from_listing(listing: Iterable[tuple[str, int]], where: str, *, limi
         parts = tuple(name.split("/"))  # names are normalised relative posix paths
         if parts and not _junk(parts):
             entries.append((parts, name, size))
+    skipped = list(pre_skipped)
+    outside = sum(1 for _, reason, _ in skipped if reason == skips.LINK_OUTSIDE)
+    links = f"; {outside} link(s) outside the data folder were not followed (follow_links=True follows them)" if outside else ""
     if not entries:
-        raise ValueError(f"path {where!r} contains no files (expected class folders of images)")
+        raise ValueError(f"path {where!r} contains no files (expected class folders of images){links}")
     depth, layout_note = 0, ""
     firsts = {p[0] for p, _, _ in entries}
     if len(firsts) == 1 and next(iter(firsts)) not in _SPLIT_DIRS and any(len(p) >= 3 for p, _, _ in entries):
@@ -82,7 +85,6 @@ def catalog_from_listing(listing: Iterable[tuple[str, int]], where: str, *, limi
         vals = [d for d in _VAL_DIRS if d in top]
         if len(vals) > 1:
             raise ValueError(f"path {where!r}: found both val/ and validation/; keep one")
-    skipped = list(pre_skipped)
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
     for parts, name, size in entries:
         rel = parts[depth:]
@@ -119,7 +121,7 @@ def catalog_from_listing(listing: Iterable[tuple[str, int]], where: str, *, limi
         )
     if len(train_classes) < 2:
         found = f"1 class ({train_classes[0]!r})" if train_classes else "no class folders with images"
-        raise ValueError(f"path {where!r}: found {found}; classification needs at least 2 class folders of images")
+        raise ValueError(f"path {where!r}: found {found}; classification needs at least 2 class folders of images{links}")
     index = {c: i for i, c in enumerate(train_classes)}
     names, labels, parts_out = [], [], []
     for part in ("train", "val"):
@@ -152,36 +154,93 @@ def summarize_sizes(sizes: list[tuple[int, int]], where: str) -> dict:
 
 
 class FolderSource:
+    """A class-folder tree on disk.
+
+    Symbolic links: a file's class is the folder it is listed in, so the walk lists every file of the
+    tree once, under its own path, and follows a link only where that cannot copy or relabel files:
+
+    * a link to a folder it is in (``cat/up -> ..``) is a loop: skipped;
+    * a link to a file or folder of the tree (``cat/dogs -> ../dog``) is skipped: its target is
+      listed under its own name (a link into a hidden folder, which is not listed, is followed);
+    * a link leading outside the tree is skipped unless ``follow_links`` (DataConfig.follow_links):
+      then its files belong to the class of the folder the link is in; loops and ways back into the
+      tree met out there are skipped as above.
+
+    Skipped links are counted and named with the other files left out (a warning when data is built).
+    """
+
     kind = "folder"
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, follow_links: bool = False):
         self.root = root
+        self.follow_links = follow_links
 
     def describe(self) -> dict:
         return {"kind": self.kind, "path": str(self.root)}
 
-    def listing(self, progress: bool = False) -> list[tuple[str, int]]:
+    def listing(self, progress: bool = False, skipped: list[tuple[str, str, str]] | None = None) -> list[tuple[str, int]]:
+        """(relative posix name, size in bytes; -1 when stat fails) of the files; links not followed go to ``skipped``."""
         out = []
         with Progress(f"listing {self.root}", None, unit="files", enabled=progress) as bar:
-            for rel, size in self._walk():
+            for rel, size in self._walk([] if skipped is None else skipped):
                 out.append((rel, size))
                 bar.update()
         return out
 
-    def _walk(self) -> Iterator[tuple[str, int]]:
-        for dirpath, dirnames, filenames in os.walk(self.root, followlinks=True):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            rel_dir = Path(dirpath).relative_to(self.root).as_posix()
-            for f in filenames:
-                rel = f if rel_dir == "." else f"{rel_dir}/{f}"
+    def _walk(self, skipped: list[tuple[str, str, str]]) -> Iterator[tuple[str, int]]:
+        root = os.path.realpath(self.root)
+        prefix = os.path.join(root, "")
+
+        def listed(real: str) -> bool:  # a path of the tree that the walk lists under its own name
+            if real != root and not real.startswith(prefix):
+                return False
+            return not _junk(tuple(Path(os.path.relpath(real, root)).parts))
+
+        # (path to list, its name relative to the root, real paths of it and the folders above it, reached through a link)
+        stack: list[tuple[str, str, tuple[str, ...], bool]] = [(os.fspath(self.root), "", (root,), False)]
+        while stack:
+            path, rel_dir, ancestors, via_link = stack.pop()
+            try:
+                with os.scandir(path) as it:
+                    entries = sorted(it, key=lambda e: e.name)
+            except OSError as e:
+                skipped.append((rel_dir or ".", skips.UNREADABLE, f"cannot list the folder: {e.strerror}"))
+                continue
+            folders = []
+            for e in entries:
+                if e.name.startswith("."):
+                    continue  # hidden: left out (as the catalog leaves out __MACOSX)
+                rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
                 try:
-                    size = os.stat(os.path.join(dirpath, f)).st_size
+                    is_link, is_dir = e.is_symlink(), e.is_dir()  # is_dir follows links
                 except OSError:
-                    size = -1
+                    is_link, is_dir = False, False
+                real = os.path.realpath(e.path) if is_link else os.path.join(ancestors[-1], e.name)
+                if (is_link or via_link) and os.path.exists(real):  # a broken link is listed: counted as unreadable
+                    why = None
+                    if is_dir and any(a == real or a.startswith(os.path.join(real, "")) for a in ancestors):  # it is in its target
+                        why = skips.LINK_LOOP
+                    elif listed(real):
+                        why = skips.LINK_LISTED
+                    elif is_link and not self.follow_links and real != root and not real.startswith(prefix):
+                        why = skips.LINK_OUTSIDE
+                    if why is not None:
+                        skipped.append((rel, why, f"-> {real}"))
+                        continue
+                if is_dir:
+                    folders.append((e.path, rel, (*ancestors, real), via_link or is_link))
+                    continue
+                try:
+                    size = e.stat().st_size
+                except OSError:
+                    size = -1  # a broken link, say: counted as unreadable
                 yield rel, size
+            stack.extend(reversed(folders))
 
     def catalog(self, limit_per_class: int | None, progress: bool = False) -> Catalog:
-        return catalog_from_listing(self.listing(progress), str(self.root), limit_per_class=limit_per_class)
+        skipped: list[tuple[str, str, str]] = []
+        listing = self.listing(progress, skipped)
+        return catalog_from_listing(listing, str(self.root), limit_per_class=limit_per_class, pre_skipped=skipped)
 
     def sample_sizes(self, catalog: Catalog) -> list[tuple[int, int]]:
         train = [i for i, p in enumerate(catalog.parts) if p == "train"]
