@@ -113,3 +113,14 @@ def test_a_zip_is_refused_clearly_and_a_truncated_one_is_called_so(tmp_path):
     bad = _truncated(whole, tmp_path / "cut.zip", whole.stat().st_size // 2)
     with pytest.raises(ValueError, match=r"cut\.zip'.*truncated or corrupt"):
         build_data(cfg(bad, tmp_path), progress=False)
+
+
+@pytest.mark.parametrize("pipeline", ["tensor", "loader"])
+def test_the_split_record_holds_each_validation_file_s_sha256(tmp_path, pipeline):
+    import hashlib
+
+    tree = make_tree(tmp_path / "tree")
+    for source in (tree, make_tar(tree, tmp_path / "tree.tar.gz")):
+        record = build_data(cfg(source, tmp_path, pipeline=pipeline), progress=False).split_json()
+        expected = [hashlib.sha256((tree / name).read_bytes()).hexdigest() for name in record["val_files"]]
+        assert record["val_files_content_sha256"] == expected and len(expected) == 4

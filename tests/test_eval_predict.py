@@ -168,6 +168,29 @@ def test_eval_api_on_a_copy_of_the_data_and_bad_arguments(trained, tmp_path):
     assert smallnets.evaluate_weights(lone / "best.safetensors", trained["test"]).count == 20  # lone weights: every image
 
 
+def test_eval_names_the_validation_files_whose_content_changed(trained, tmp_path):
+    run = trained["run"]
+    split = json.loads((run / "split.json").read_text())
+    assert len(split["val_files_content_sha256"]) == len(split["val_files"]) == 12  # recorded by the run, per file
+    copy = shutil.copytree(trained["data"], tmp_path / "copy")
+    changed = split["val_files"][3]
+    img = np.asarray(Image.open(copy / changed)).copy()
+    Image.fromarray(255 - img).save(copy / changed)  # the same name, other pixels
+    result = smallnets.evaluate_weights(run, copy, split="val", device="cpu")
+    assert result.details["split_matches_run"] is False and result.details["changed_val_files"] == [changed]
+    assert any(f"1 of the 12 validation files changed since the run" in n and changed in n for n in result.details["notes"])
+    res = cli("eval", str(run), "--data", str(copy), "--split", "val")
+    assert res.returncode == 0, res.stderr
+    assert "NOT the files of the run's split.json" in res.stdout and "the same files" not in res.stdout and changed in res.stdout
+    # a split.json from before file contents were recorded: still read, and said to be unchecked
+    old = shutil.copytree(run, tmp_path / "old-run")
+    del split["val_files_content_sha256"]
+    (old / "split.json").write_text(json.dumps(split))
+    result = smallnets.evaluate_weights(old, copy, split="val", device="cpu")
+    assert result.details["split_matches_run"] is True and result.details["changed_val_files"] is None  # the same names
+    assert any("content cannot be checked" in n for n in result.details["notes"])
+
+
 def test_predict_cli_top_k_matches_eval_and_skips_bad_files(trained, tmp_path):
     test = trained["test"] / "test"
     single = test / "square" / "000.png"

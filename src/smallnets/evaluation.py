@@ -192,6 +192,21 @@ def _same_files(recorded: list[str] | str, bundle) -> bool:
     return _without_top_folder(recorded) == _without_top_folder(bundle.val_files())
 
 
+def _content_check(split: dict, bundle) -> tuple[bool | None, list[str]]:
+    """Whether the validation files hold the bytes the run's split.json recorded, and the names of those
+    that do not; (None, []) when the record has no file contents (split.json from before they were kept)."""
+    recorded = split.get("val_files_content_sha256")
+    if isinstance(recorded, list):
+        current = bundle.val_file_digests()
+        if current is not None and len(current) == len(recorded):
+            changed = [n for n, was, now in zip(bundle.val_files(), recorded, current) if was != now]
+            return not changed, changed
+    ran, now = (split.get("source") or {}).get("checksum"), (bundle.split.get("source") or {}).get("checksum")
+    if ran is not None and now is not None:  # CIFAR: one checksum covers every sample
+        return ran == now, []
+    return None, []
+
+
 def _same_preprocessing(a: dict | None, b: dict | None) -> bool:
     if not a or not b:
         return False
@@ -269,7 +284,10 @@ def evaluate_weights(
 
     ``split="val"``: the run's validation split, the data built exactly as the run built it (its
     DataConfig with ``path=data``: same split seed and fraction, image size, pipeline); needs the
-    run's config.json (a run directory, or weights inside one). ``split="all"``: every image of a
+    run's config.json (a run directory, or weights inside one); ``details["split_matches_run"]`` says
+    whether those are the files of the run's split.json, by name and by content (each file's sha256,
+    recorded since split.json has kept it; ``details["changed_val_files"]`` names the files whose bytes
+    changed). ``split="all"``: every image of a
     class-folder tree or archive (``ROOT/<class>/...``, ``ROOT/test/<class>/...`` or
     ``ROOT/val/<class>/...``) with the model's eval preprocessing from its sidecar. Default: "val"
     for a run directory on its own data (``data=None`` means the run's data), else "all" (other data,
@@ -354,9 +372,25 @@ def evaluate_weights(
         data_classes = bundle.classes
         recorded = _recorded_val_files(run.split)
         same_split = recorded is not None and _same_files(recorded, bundle)
+        changed: list[str] | None = None  # same names: those whose bytes differ from the record
+        if same_split:
+            same_content, changed = _content_check(run.split, bundle)
+            if same_content is None:
+                changed = None
+                notes.append("the run's split.json records the validation files' names but not their content (an older run): "
+                             "their content cannot be checked")  # fmt: skip
+            elif not same_content:
+                same_split = False
+                n = len(bundle.val_files())
+                notes.append(
+                    f"{len(changed)} of the {n} validation files changed since the run (the same names, other bytes than "
+                    f"split.json records): {', '.join(changed[:10])}{', ...' if len(changed) > 10 else ''}"
+                    if changed else "the data's checksum differs from the run's: its validation samples changed since the run"
+                )
         details["split_matches_run"] = same_split if recorded is not None else None
+        details["changed_val_files"] = changed
         details["evaluated"] = f"validation split of {data} ({bundle.split.get('method')}, {bundle.num_val} images)"
-        if recorded is not None and not same_split:
+        if recorded is not None and not same_split and changed is None:
             notes.append("the validation files differ from the run's split.json (different data): this is a new split")
         if not own:
             notes.append(f"{data} is not the run's data ({run.config.data.path}): split with the run's settings")

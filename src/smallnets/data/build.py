@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import warnings
@@ -21,6 +22,7 @@ from smallnets.data.skips import SkipLog
 from smallnets.data.sources import ArchiveSource, Catalog, FolderSource, is_archive, summarize_sizes
 from smallnets.data.split import CIFAR_TEST, GIVEN, HOLDOUT, check_split, make_split, split_record
 from smallnets.data.tensor_path import TensorEvalLoader, TensorTrainLoader
+from smallnets.progress import Progress
 
 _HUGE_CACHE = 8 << 30  # bytes; a bigger tensor cache gets a warning (pipeline="loader" is meant for it)
 
@@ -39,6 +41,9 @@ class DataBundle:
     pipeline: str  # "tensor" | "loader"
     _val_files: list[str] = field(repr=False, default_factory=list)
     _skiplog: SkipLog = field(repr=False, default_factory=SkipLog)
+    _reader: FolderSource | ArchiveSource | None = field(repr=False, default=None)  # where the val files' bytes are
+    _progress: bool = field(repr=False, default=False)
+    _digests: list[str] | None = field(repr=False, default=None)
 
     @property
     def skipped(self) -> dict:
@@ -49,9 +54,25 @@ class DataBundle:
         """Validation sample names in validation order (paths relative to the source, or CIFAR "<batch>/<index>")."""
         return list(self._val_files)
 
+    def val_file_digests(self) -> list[str] | None:
+        """sha256 of each validation file's bytes as read now, in ``val_files()`` order (computed once); None for
+        CIFAR, whose source checksum covers every sample."""
+        if self._reader is None:
+            return None
+        if self._digests is None:
+            got: dict[str, str] = {}
+            with Progress("hashing validation files", len(self._val_files), unit="files", enabled=self._progress) as bar:
+                for name, data in self._reader.read(self._val_files):
+                    got[name] = hashlib.sha256(data).hexdigest() if isinstance(data, bytes) else f"unreadable: {data}"
+                    bar.update()
+            self._digests = [got.get(n, "missing") for n in self._val_files]
+        return list(self._digests)
+
     def split_json(self) -> dict:
-        """The split record with the full validation file list, for ``split.json``."""
-        return {**self.split, "val_files": self.val_files()}
+        """The split record with the full validation file list, for ``split.json`` (with each file's sha256, so
+        that evaluation can tell a file whose content changed under the same name)."""
+        digests = self.val_file_digests()
+        return {**self.split, "val_files": self.val_files(), **({"val_files_content_sha256": digests} if digests is not None else {})}
 
 
 @dataclass
@@ -61,6 +82,7 @@ class _Prepared:
     pipeline: str
     cache: cache_mod.TensorCache | None = None
     images: FileImages | ArrayImages | None = None  # loader path: indexed like the catalog
+    reader: FolderSource | ArchiveSource | None = None  # reads the catalog's files by name (None: CIFAR)
 
 
 def _decide(cfg: DataConfig, max_side: int) -> str:
@@ -105,13 +127,13 @@ def _prepare_files(cfg: DataConfig, src: FolderSource | ArchiveSource, root: Pat
         # A folder was listed afresh (same names in the same order, or the hash would differ): its
         # listing-time skips are current; an archive's come from the cache.
         catalog = catalog if catalog is not None else cached.catalog
-        return _Prepared(catalog, {**source, "layout": catalog.layout}, "tensor", cache=cached)
+        return _Prepared(catalog, {**source, "layout": catalog.layout}, "tensor", cache=cached, reader=src)
     local = src.local_root(root, progress)
+    lister = src if isinstance(src, FolderSource) else FolderSource(local)  # an archive: its extracted files
     if catalog is None or local != getattr(src, "root", None):
-        lister = src if isinstance(src, FolderSource) else FolderSource(local)  # an archive: its extracted files
         catalog = lister.catalog(cfg.limit_per_class, progress)
     source = {**src.describe(), "layout": catalog.layout}
-    return _Prepared(catalog, source, "loader", images=FileImages(local, catalog.names))
+    return _Prepared(catalog, source, "loader", images=FileImages(local, catalog.names), reader=lister)
 
 
 def _cifar_catalog(data: cifar_mod.CifarData, limit: int | None) -> tuple[Catalog, list[int]]:
@@ -283,6 +305,8 @@ def build_data(cfg: DataConfig, *, seed: int = 0, device="cpu", rank: int = 0, w
         pipeline=prep.pipeline,
         _val_files=[catalog.names[i] for i in val_ids],
         _skiplog=skiplog,
+        _reader=prep.reader,
+        _progress=progress,
     )
 
 
