@@ -98,9 +98,13 @@ def _formats() -> dict[str, WeightFormat]:
     for depth in (121, 161, 169, 201):
         out.append(WeightFormat(f"{tv}:densenet{depth}", f"densenet{depth}", {}, _prep(224, 256, "bilinear"), "features.conv0",
                                 url=hub + dense_files[depth]))  # fmt: skip
-    # torchvision's EfficientNet B0-B7 (IMAGENET1K_V1): crop / resize sizes, bicubic
+    # torchvision's EfficientNet B0-B7 (IMAGENET1K_V1): crop / resize sizes, bicubic. B5-B7 are built with
+    # norm_layer=partial(nn.BatchNorm2d, eps=0.001, momentum=0.01), B0-B4 with PyTorch's defaults
+    # (torchvision/models/efficientnet.py, efficientnet_b5 / _b6 / _b7)
+    tv_bn = {"bn_eps": 1e-3, "bn_momentum": 0.01}
     for i, (crop, resize) in enumerate(((224, 256), (240, 256), (288, 288), (300, 320), (380, 384), (456, 456), (528, 528), (600, 600))):
-        out.append(WeightFormat(f"{tv}:efficientnet_b{i}", f"efficientnet_b{i}", {}, _prep(crop, resize, "bicubic"), "features.0.0"))
+        out.append(WeightFormat(f"{tv}:efficientnet_b{i}", f"efficientnet_b{i}", tv_bn if i >= 5 else {}, _prep(crop, resize, "bicubic"),
+                                "features.0.0", notes="BatchNorm eps 1e-3, momentum 0.01, as torchvision builds it" if i >= 5 else ""))  # fmt: skip
     tm = "timm"
     rel = "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/"
     # timm's MobileNetV1 weights (ra4 recipe) are trained on inputs normalised with mean = std = 0.5;
@@ -118,7 +122,8 @@ def _formats() -> dict[str, WeightFormat]:
         out.append(WeightFormat(f"{tm}:mobilenetv2_{tag}", "mobilenet_v2", {"width_mult": width, "depth_mult": depth, "fix_stem_head": True},
                                 _timm_prep(224, 0.875), "conv_stem", url=rel + file,
                                 notes="width and depth scaled, stem, last conv and first / last rows fixed"))  # fmt: skip
-    # timm EfficientNets: eval size and crop_pct of each default pretrained tag, and its file
+    # timm EfficientNets: eval size and crop_pct of each default pretrained tag, and its file. The tf_ ports
+    # set bn_eps=1e-3 and pad_type='same' only (timm/models/efficientnet.py): BN momentum stays 0.1
     timm_eff = {0: (224, 0.875, "efficientnet_b0_ra-3dd342df.pth"), 1: (224, 0.875, "efficientnet_b1-533bc792.pth"),
                 2: (256, 0.875, "efficientnet_b2_ra-bcdf34b7.pth"), 3: (288, 0.875, "efficientnet_b3_ra2-cf984f9c.pth"),
                 4: (320, 0.875, "efficientnet_b4_ra2_320-7eb33cd5.pth"), 5: (448, 1.0, None), 6: (528, 0.942, None), 7: (600, 0.949, None)}  # fmt: skip
