@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import re
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -214,10 +215,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise ValueError(
-                f"{path} could not be read with torch.load(weights_only=True): {str(exc).splitlines()[0][:300]}. "
-                "smallnets never unpickles arbitrary objects; save the state dict alone (or as safetensors)."
-            ) from exc
+            raise ValueError(_load_refusal(path, exc)) from None  # torch's own text advises weights_only=False
     for wrapper in ("state_dict_ema", "model_ema", "state_dict", "model"):
         if isinstance(sd, Mapping) and wrapper in sd and isinstance(sd[wrapper], Mapping):
             sd = sd[wrapper]
@@ -229,6 +227,30 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     # torchvision's published DenseNet files predate its module names: 'norm.1' is today's 'norm1'
     legacy = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12])\.(weight|bias|running_mean|running_var|num_batches_tracked)$")
     return {legacy.sub(r"\1\2.\3", k): v for k, v in sd.items()}
+
+
+def _load_refusal(path: Path, exc: Exception) -> str:
+    """What ``torch.load(weights_only=True)`` refused in ``path`` and why, in smallnets' words.
+
+    torch's message suggests re-running with ``weights_only=False`` or allowlisting the global, which
+    would let the file run code: neither is repeated here.
+    """
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    fix = "save the model's state dict alone (torch.save(model.state_dict(), PATH)) or as .safetensors"
+    if not isinstance(exc, pickle.UnpicklingError) or "WeightsUnpickler error" not in text:
+        first = text.strip().splitlines()[0].split(". ", 1)[0][:200] if text.strip() else ""
+        return f"{path} is not a readable PyTorch checkpoint (truncated, corrupt or another format?): {type(exc).__name__}: {first}"
+    detail = text.split("WeightsUnpickler error:", 1)[1].strip()
+    found = re.match(r"Unsupported global: GLOBAL (\S+) was not an allowed global", detail)
+    if found:
+        why = (f"its pickle refers to {found.group(1)!r}, a Python function or class rather than a tensor or a "
+               "plain container, and unpickling it would call that code")  # fmt: skip
+    else:
+        step = re.sub(r"\s+", " ", detail.split("\n\n")[0] if "\n\n" in detail else detail).strip()
+        step = step.split(" Please use", 1)[0].split("Check the documentation", 1)[0].strip()[:200]
+        why = f"its pickle uses something a tensor-only reader does not allow ({step or 'an unsupported instruction'})"
+    return (f"{path} was refused: {why}. smallnets reads checkpoints with torch.load(weights_only=True), loads only "
+            f"tensors and never runs a checkpoint's pickled code; {fix}")  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------
