@@ -391,7 +391,9 @@ def _checkpoint_classes(src: Mapping[str, torch.Tensor], fmt: WeightFormat) -> i
     return _num_classes_in(src, source_modules(list(src)))
 
 
-def _match_by_name(src: Mapping[str, torch.Tensor], model: nn.Module, *, source: str = "the checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
+def _match_by_name(
+    src: Mapping[str, torch.Tensor], model: nn.Module, *, source: str = "the checkpoint"
+) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
     """smallnets weights into a smallnets model: keys load by name (as ``load_weights``); the report as ``convert_state_dict``'s."""
     from smallnets.checkpoint import _mismatch, conform_state
 
