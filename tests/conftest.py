@@ -17,14 +17,21 @@ DATA = REPO / "tests" / "data"  # paper tables and key/shape manifests, with the
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
-def shared_path(*parts: str) -> Path:
+def shared_path(*parts: str, module_level: bool = False) -> Path:
+    """A binary fixture of ../shared: skips the test (or the whole module) with how to get it; fails under CI."""
     path = SHARED.joinpath(*parts)
     if not path.exists():
         if os.environ.get("CI"):
-            pytest.fail(f"reference file {path} is missing (CI must run with ../shared beside the clone)")
+            pytest.fail(f"reference file {path} is missing (CI must run with ../shared beside the clone)", pytrace=False)
         pytest.skip(f"binary fixture {path} not available: put the project's shared/ folder beside the clone "
-                    f"or set SMALLNETS_SHARED to it (the facts in tests/data are checked without it)")  # fmt: skip
+                    f"or set SMALLNETS_SHARED to it (the facts in tests/data are checked without it)", allow_module_level=module_level)  # fmt: skip
     return path
+
+
+@pytest.fixture
+def interop_fixtures() -> Path:
+    """The folder of binary interop fixtures (reference weights and logits) in ../shared."""
+    return shared_path("reference", "interop", "torchvision__squeezenet1_1.weights.safetensors").parent
 
 
 def load_facts(name: str) -> dict:

@@ -10,13 +10,10 @@ import pytest
 
 from smallnets.cli import main
 
-from conftest import SHARED
+from conftest import shared_path
 
-INTEROP = SHARED / "reference" / "interop"
-SQUEEZE = INTEROP / "torchvision__squeezenet1_1.weights.safetensors"
-SHUFFLE = INTEROP / "torchvision__shufflenet_v2_x0_5.weights.safetensors"
-if not SQUEEZE.is_file() or not SHUFFLE.is_file():
-    pytest.skip(f"interop fixtures not available at {INTEROP} (set SMALLNETS_SHARED)", allow_module_level=True)
+SQUEEZE = shared_path("reference", "interop", "torchvision__squeezenet1_1.weights.safetensors", module_level=True)
+SHUFFLE = shared_path("reference", "interop", "torchvision__shufflenet_v2_x0_5.weights.safetensors", module_level=True)
 
 
 def _digest(path) -> str:

@@ -25,19 +25,21 @@ from smallnets.pretrained import (
     source_modules,
 )
 
-from conftest import SHARED
+from conftest import SHARED, load_facts
 
+# the key/shape manifests are facts in tests/data; the numeric fixtures are binaries in ../shared,
+# and the tests that read them ask for the interop_fixtures fixture (skips with how to get them)
+MANIFESTS = load_facts("manifests.json")
 INTEROP = SHARED / "reference" / "interop"
-if not (INTEROP / "manifests.json").is_file():  # CI always has ../shared; conftest fails it there when missing
-    pytest.skip(f"interop fixtures not available at {INTEROP} (set SMALLNETS_SHARED)", allow_module_level=True)
-FIXTURES = sorted(p.name.removesuffix(".weights.safetensors") for p in INTEROP.glob("*.weights.safetensors"))
-MANIFESTS = json.loads((INTEROP / "manifests.json").read_text())
+FIXTURES = sorted(f"{fmt.replace(':', '__')}" for fmt in ("timm:legacy_xception", "timm:mobilenetv1_100", "torchvision:densenet121",
+                  "torchvision:efficientnet_b0", "torchvision:mobilenet_v2", "torchvision:shufflenet_v2_x0_5", "torchvision:squeezenet1_1"))  # fmt: skip
 
 
 def _rel(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float((out - ref).norm() / ref.norm())
 
 
+@pytest.mark.usefixtures("interop_fixtures")
 @pytest.mark.parametrize("fixture", FIXTURES)
 def test_fixture_logits_match_the_reference(fixture):
     fmt = fixture.replace("__", ":")
@@ -176,6 +178,7 @@ def _tiny_run(tmp_path, model="squeezenet1_1", **train):
     return Trainer(RunConfig.from_dict(raw))
 
 
+@pytest.mark.usefixtures("interop_fixtures")
 def test_linear_probe_trains_only_the_new_classifier(tmp_path):
     trainer = _tiny_run(tmp_path, name="probe", freeze="backbone")
     reference = load_pretrained("squeezenet1_1", SQUEEZE).state_dict()
@@ -199,6 +202,7 @@ def test_linear_probe_trains_only_the_new_classifier(tmp_path):
     assert json.loads((result.run_dir / "last.json").read_text())["preprocessing"]["std"] == list(imagenet["std"])
 
 
+@pytest.mark.usefixtures("interop_fixtures")
 def test_fine_tune_normalisation_follows_the_checkpoint_unless_given(tmp_path):
     from smallnets.data import DataConfig
 
@@ -215,6 +219,7 @@ def test_fine_tune_normalisation_follows_the_checkpoint_unless_given(tmp_path):
             DataConfig(path="x", **bad)
 
 
+@pytest.mark.usefixtures("interop_fixtures")
 def test_backbone_learning_rate_scale_and_stage_freezing(tmp_path):
     trainer = _tiny_run(tmp_path, name="scaled", backbone_lr_scale=0.1, freeze="stages.0")
     trainer.fit(max_steps=1)
@@ -226,6 +231,7 @@ def test_backbone_learning_rate_scale_and_stage_freezing(tmp_path):
         _tiny_run(tmp_path, name="bad", freeze="stages.99")
 
 
+@pytest.mark.usefixtures("interop_fixtures")
 def test_fine_tune_from_a_smallnets_run(tmp_path):
     import shutil
 
@@ -267,6 +273,7 @@ def test_fine_tune_from_a_smallnets_run(tmp_path):
         load_pretrained(None, tampered)
 
 
+@pytest.mark.usefixtures("interop_fixtures")
 def test_convert_then_predict_from_the_command_line(tmp_path):
     import subprocess
     import sys
@@ -298,6 +305,7 @@ def test_convert_then_predict_from_the_command_line(tmp_path):
     assert bad.returncode == 2 and "does not fit the model ShuffleNetV2" in bad.stderr
 
 
+@pytest.mark.usefixtures("interop_fixtures")
 def test_profile_a_checkpoint_from_the_command_line():
     import subprocess
     import sys
@@ -320,7 +328,7 @@ def test_profile_a_checkpoint_from_the_command_line():
 
 
 @pytest.fixture
-def weights_server():
+def weights_server(interop_fixtures):
     import hashlib
     import threading
     from http.server import ThreadingHTTPServer
@@ -358,6 +366,7 @@ def test_url_sources_download_once_verify_and_work_offline(tmp_path, weights_ser
         load_pretrained("squeezenet1_1", weights_server.url, sha256="abc", cache_dir=cache)
 
 
+@pytest.mark.usefixtures("interop_fixtures")
 def test_pth_files_load_without_unpickling_code(tmp_path):
     src = read_checkpoint(SQUEEZE)
     good = tmp_path / "squeezenet1_1.pth"
@@ -385,6 +394,7 @@ def test_hub_style_names_are_checked_against_their_sha256_prefix(tmp_path, weigh
     assert not [p for p in tmp_path.iterdir() if "deadbeef" in p.name]  # the bad download is not kept
 
 
+@pytest.mark.usefixtures("interop_fixtures")
 def test_torchvision_legacy_densenet_keys_load(tmp_path):
     weights = INTEROP / "torchvision__densenet121.weights.safetensors"
     src = read_checkpoint(weights)
@@ -398,6 +408,7 @@ def test_torchvision_legacy_densenet_keys_load(tmp_path):
         assert _rel(model(io["input"]), io["logits"]) < 1e-4
 
 
+@pytest.mark.usefixtures("interop_fixtures")
 def test_a_format_name_alone_means_its_published_weights(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"offline: https://download.pytorch.org/models/mobilenet_v2-b0353104.pth is not in the cache"):
         load_pretrained(None, "torchvision:mobilenet_v2", cache_dir=tmp_path, offline=True)
@@ -417,3 +428,7 @@ def test_list_formats_from_the_command_line():
     assert [r["format"] for r in rows] == [f"timm:tf_efficientnet_b{i}" for i in range(8)]
     assert all(r["knobs"] == {"same_padding": True, "bn_eps": 1e-3} and not r["detected"] for r in rows)
     assert rows[3]["preprocessing"]["crop"] == 300 and rows[3]["preprocessing"]["resize"] == 331  # timm: floor(300 / 0.904)
+
+
+def test_the_fixture_list_is_what_shared_holds(interop_fixtures):
+    assert FIXTURES == sorted(p.name.removesuffix(".weights.safetensors") for p in interop_fixtures.glob("*.weights.safetensors"))

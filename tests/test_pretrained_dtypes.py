@@ -14,13 +14,10 @@ from smallnets.checkpoint import load_weights, save_weights
 from smallnets.cli import main
 from smallnets.pretrained import load_pretrained, read_checkpoint
 
-from conftest import SHARED
+from conftest import shared_path
 
-INTEROP = SHARED / "reference" / "interop"
-SQUEEZE = INTEROP / "torchvision__squeezenet1_1.weights.safetensors"
-SHUFFLE = INTEROP / "torchvision__shufflenet_v2_x0_5.weights.safetensors"  # stored as float16, counters int64
-if not SQUEEZE.is_file() or not SHUFFLE.is_file():
-    pytest.skip(f"interop fixtures not available at {INTEROP} (set SMALLNETS_SHARED)", allow_module_level=True)
+SQUEEZE = shared_path("reference", "interop", "torchvision__squeezenet1_1.weights.safetensors", module_level=True)
+SHUFFLE = shared_path("reference", "interop", "torchvision__shufflenet_v2_x0_5.weights.safetensors", module_level=True)  # float16, counters int64
 
 KEY = "features.0.weight"  # torchvision SqueezeNet 1.1's first conv, smallnets' stem.conv1.conv.weight
 WRONG = [torch.int32, torch.int64, torch.bool]
