@@ -92,7 +92,7 @@ class TrainConfig:
     max_minutes: float | None = None  # stop (and save) after this much training time
     eval_every: int = 1  # validate every N epochs (and always after the last)
     out: str = "runs"  # parent folder of run directories
-    name: str | None = None  # run directory name; None: MODEL-YYYYmmdd-HHMMSS
+    name: str | None = None  # run directory name inside out (one folder, no '/'); None: MODEL-YYYYmmdd-HHMMSS
     progress: bool = True  # progress bar on stderr
     # transfer learning
     pretrained: str | None = None  # torchvision / timm checkpoint (file, https URL, FORMAT=PATH), or a smallnets run / weights file
@@ -155,6 +155,15 @@ def _check_train_values(cfg: TrainConfig) -> None:
         check_positive("eps", cfg.eps)
     if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", cfg.device):
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {cfg.device!r}")
+    if cfg.name is not None:
+        check_run_name(cfg.name)
+
+
+def check_run_name(name: str) -> None:
+    """A run name is one folder inside ``out``: '../x', '/abs' or 'a/b' would write elsewhere."""
+    if name in ("", ".", "..") or any(c in name for c in ("/", "\\", "\0")):
+        raise ValueError(f"name must be a single folder name (the run directory inside out): not empty, '.' or '..', "
+                         f"no '/', '\\' or NUL; got {name!r}")  # fmt: skip
 
 
 @dataclass
