@@ -11,7 +11,7 @@ from torch import nn
 import smallnets
 from conftest import load_facts
 from smallnets.models._inverted import InvertedBottleneck, InvertedResidual
-from smallnets.models.efficientnet import COEFFICIENTS
+from smallnets.arch.efficientnet import COEFFICIENTS
 
 B0_REPEATS = [1, 2, 2, 3, 3, 4, 1]
 

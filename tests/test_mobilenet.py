@@ -10,8 +10,9 @@ from torch import nn
 
 import smallnets
 from conftest import load_facts
-from smallnets.models._inverted import InvertedBottleneck, InvertedResidual, Stage, cifar_table
-from smallnets.models.mobilenet import V2_TABLE, DepthwiseSeparable
+from smallnets.arch.inverted import cifar_stem
+from smallnets.arch.mobilenet import mobilenet_v2
+from smallnets.models._inverted import DepthwiseSeparable, InvertedBottleneck, InvertedResidual
 
 MODELS = ("mobilenet_v1", "mobilenet_v2")
 
@@ -196,9 +197,10 @@ def test_compound_scaling_doubles_mobilenet_v2_macs():
     assert 1.6 < scaled / base < 2.6
 
 
-def test_cifar_table_drops_only_the_first_downsampling():
-    assert [s.stride for s in cifar_table(V2_TABLE)] == [1, 1, 2, 2, 1, 2, 1]
-    assert cifar_table((Stage(out=8, repeats=1, stride=2),)) == (Stage(out=8, repeats=1, stride=1),)
+def test_cifar_stem_drops_only_the_first_downsampling():
+    spec = cifar_stem(mobilenet_v2())
+    assert spec.stem.stride == 1 and spec.resolution == 32
+    assert [stage[0].stride for stage in spec.stages] == [1, 1, 2, 2, 1, 2, 1]
 
 
 @pytest.mark.parametrize("name", MODELS)

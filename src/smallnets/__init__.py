@@ -3,8 +3,10 @@
 from smallnets.checkpoint import load_weights, read_sidecar, save_weights
 from smallnets.layers import make_divisible, round_repeats
 from smallnets.profiler import CostReport, count_macs, count_params, profile
-from smallnets.registry import ModelInfo, Published, create_model, list_models, model_info
+from smallnets.models import build_model
+from smallnets.registry import ModelInfo, Published, list_models, model_info, model_spec
 from smallnets.scaling import CompoundScale, compound_scaling
+from smallnets.zoo import create_model, model_from_spec
 
 __version__ = "0.1.0"
 
@@ -36,6 +38,9 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'smallnets' has no attribute {name!r}")
 
 __all__ = [
+    "build_model",
+    "model_from_spec",
+    "model_spec",
     "CompoundScale",
     "CostReport",
     "EvalResult",

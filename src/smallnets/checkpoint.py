@@ -488,7 +488,7 @@ def recorded_knobs(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _rebuild(meta: Mapping[str, Any], file: Path) -> nn.Module:
-    from smallnets.registry import create_model
+    from smallnets.zoo import create_model
 
     knobs = recorded_knobs(meta)
     try:

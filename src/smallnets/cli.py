@@ -111,7 +111,7 @@ def _check_model_before_data(name: str, knobs: dict, *, pretrained: bool) -> Non
             raise ValueError(f"unknown option {flag}: not a data or training option, nor a knob of {name}{suggest(flag, flags)} "
                              f"(knobs of {name}: {accepted}; see smallnets train --help)")  # fmt: skip
     if not pretrained:  # knob values are checked by building the model without memory
-        from smallnets.registry import create_model
+        from smallnets.zoo import create_model
 
         with torch.device("meta"):
             create_model(name, **knobs)

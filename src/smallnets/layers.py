@@ -2,35 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from smallnets._checks import check_positive
+from smallnets.arch.spec import make_divisible, round_repeats  # noqa: F401  (one definition, re-exported for the builders)
 
 ModuleFactory = Callable[[], nn.Module]
-
-
-def make_divisible(value: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:
-    """Round ``value`` to the nearest multiple of ``divisor``, never dropping below ``round_limit`` of it.
-
-    This is the TensorFlow reference rule used by MobileNetV1/V2 and EfficientNet for width
-    multipliers: e.g. ``make_divisible(32 * 0.35) == 16`` and ``make_divisible(1280 * 1.4) == 1792``.
-    """
-    check_positive("divisor", divisor)
-    min_value = divisor if min_value is None else min_value
-    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
-    if rounded < round_limit * value:  # rounding down must not lose more than 10%
-        rounded += divisor
-    return rounded
-
-
-def round_repeats(repeats: int, depth_mult: float) -> int:
-    """Blocks in a stage after depth scaling: ceil(depth_mult * repeats), as EfficientNet does."""
-    check_positive("depth_mult", depth_mult)
-    return int(math.ceil(depth_mult * repeats))
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:

@@ -409,7 +409,7 @@ def _match_by_name(
 
 @lru_cache(maxsize=None)
 def _meta_state(model: str, knobs_items: tuple, num_classes: int) -> dict[str, tuple]:
-    from smallnets.registry import create_model
+    from smallnets.zoo import create_model
 
     with torch.device("meta"):
         m = create_model(model, num_classes=num_classes, **dict(knobs_items))
@@ -668,7 +668,7 @@ def load_pretrained(
     :class:`PretrainedMismatch` unless ``strict=False``. The published preprocessing and, for 1000
     classes, the ImageNet class names are attached as ``model.smallnets_meta``.
     """
-    from smallnets.registry import create_model
+    from smallnets.zoo import create_model
 
     if strict is not None and not isinstance(strict, bool):
         raise ValueError(f"strict must be True, False or None, got {strict!r}")

@@ -437,7 +437,8 @@ def profile(
     Counts (params, MACs, size, per-layer table) are exact; activation memory and latency are
     measured on this machine (``latency=False`` / ``memory=False`` skip them).
     """
-    from smallnets.registry import create_model, list_models
+    from smallnets.registry import list_models
+    from smallnets.zoo import create_model
 
     if isinstance(model, str):
         name = model

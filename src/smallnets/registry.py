@@ -1,4 +1,9 @@
-"""The model registry: names, paper metadata, knob validation and ``create_model``."""
+"""The model registry: zoo names, paper metadata, knobs and the spec each name builds.
+
+Every family's arch module lists its names as ``ENTRIES`` (``smallnets.arch.*``); this module
+collects them, refuses duplicates, and turns ``(name, knobs)`` into a spec. It builds no model:
+``smallnets.zoo.create_model`` does, one layer up.
+"""
 
 from __future__ import annotations
 
@@ -9,29 +14,13 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from torch import nn
-
 from smallnets._checks import check_finite, check_int, suggest
+from smallnets.arch import efficientnet, mobilenet
+from smallnets.arch.spec import ArchSpec, Entry, Published
 
-# Arguments every builder takes; everything else a builder accepts is a "knob".
+# Arguments every spec builder takes; everything else it accepts is a "knob".
 COMMON_ARGS = ("num_classes", "in_chans")
-
-
-@dataclass(frozen=True)
-class Published:
-    """One published result: accuracy (and the paper's own cost figures) for a configuration.
-
-    ``knobs`` and ``input_size`` say which configuration it is (empty knobs = the registered
-    defaults, ``input_size=None`` = the entry's default input).
-    """
-
-    top1: float | None  # top-1 accuracy in percent on ``dataset`` (single crop)
-    source: str  # where the figure comes from, e.g. "MobileNetV1 paper Table 6"
-    knobs: Mapping[str, Any] = field(default_factory=dict)
-    input_size: tuple[int, int, int] | None = None
-    dataset: str = "imagenet"
-    params: float | None = None  # as printed in the source, when it prints one
-    macs: float | None = None
+ARCH_MODULES = (mobilenet, efficientnet)
 
 
 @dataclass(frozen=True)
@@ -44,7 +33,10 @@ class ModelInfo:
     fixed: Mapping[str, Any]  # builder arguments this entry pins (its identity, e.g. growth rate)
     published: tuple[Published, ...]
     representative: bool  # shown by ``smallnets compare`` when no names are given
-    builder: Callable[..., nn.Module] = field(repr=False, compare=False)
+    spec_builder: Callable[..., ArchSpec] | None = field(default=None, repr=False, compare=False)
+    builder: Callable[..., Any] | None = field(default=None, repr=False, compare=False)  # legacy: (num_classes, in_chans, **knobs) -> module
+    num_classes: int = 1000  # the builder's default classifier width
+    in_chans: int = 3
 
     def published_for(self, knobs: Mapping[str, Any] | None = None, input_size=None) -> Published | None:
         """The published result for a configuration of this entry, if a paper reports one."""
@@ -60,6 +52,40 @@ class ModelInfo:
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
+def _knobs_of(fn: Callable, name: str, fixed: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """A builder's knobs: its keyword arguments (their defaults) less the common ones and those the entry fixes."""
+    params = inspect.signature(fn).parameters
+    for arg in COMMON_ARGS:
+        if arg not in params:
+            raise TypeError(f"builder {fn.__name__} must accept {arg!r}")
+    for arg in [*fixed, *defaults]:
+        if arg not in params:
+            raise TypeError(f"builder {fn.__name__} has no argument {arg!r}")
+    knobs = {k: p.default for k, p in params.items() if k not in COMMON_ARGS and k not in fixed and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    knobs.update(defaults)
+    missing = [k for k, v in knobs.items() if v is inspect.Parameter.empty]
+    if missing:
+        raise TypeError(f"knobs of {name} need defaults: {missing}")
+    return knobs
+
+
+def _add(info: ModelInfo) -> None:
+    if info.name in _REGISTRY:
+        raise ValueError(f"model name {info.name!r} is already registered")
+    _REGISTRY[info.name] = info
+
+
+def add_entry(entry: Entry) -> None:
+    """Register an arch module's entry (a spec builder and its paper facts)."""
+    params = inspect.signature(entry.spec).parameters
+    _add(ModelInfo(
+        name=entry.name, family=entry.family, paper=entry.paper, input_size=tuple(entry.input_size),
+        knobs=MappingProxyType(_knobs_of(entry.spec, entry.name, entry.fixed, entry.defaults)), fixed=MappingProxyType(dict(entry.fixed)),
+        published=tuple(entry.published), representative=entry.representative, spec_builder=entry.spec,
+        num_classes=params["num_classes"].default, in_chans=params["in_chans"].default,
+    ))  # fmt: skip
+
+
 def register_model(
     name: str | None = None,
     *,
@@ -71,53 +97,33 @@ def register_model(
     published: tuple[Published, ...] = (),
     representative: bool = False,
 ):
-    """Register a builder ``fn(num_classes, in_chans, **knobs) -> nn.Module`` under ``name``.
-
-    One builder can be registered under several names (stack the decorators): ``fixed`` pins
-    arguments that define the entry and cannot be passed by users, ``defaults`` changes knob
-    defaults that users may still override.
-    """
+    """Register a module builder ``fn(num_classes, in_chans, **knobs) -> nn.Module`` under ``name``
+    (families not yet described by a spec)."""
     fixed = dict(fixed or {})
     defaults = dict(defaults or {})
 
-    def decorate(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    def decorate(fn):
         entry_name = name or fn.__name__
         if entry_name in _REGISTRY:
             raise ValueError(f"model name {entry_name!r} is already registered")
         params = inspect.signature(fn).parameters
-        for arg in COMMON_ARGS:
-            if arg not in params:
-                raise TypeError(f"builder {fn.__name__} must accept {arg!r}")
-        knobs = {
-            k: p.default
-            for k, p in params.items()
-            if k not in COMMON_ARGS and k not in fixed and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-        }
-        for arg in [*fixed, *defaults]:
-            if arg not in params:
-                raise TypeError(f"builder {fn.__name__} has no argument {arg!r}")
-        knobs.update(defaults)
-        missing = [k for k, v in knobs.items() if v is inspect.Parameter.empty]
-        if missing:
-            raise TypeError(f"knobs of {entry_name} need defaults: {missing}")
-        _REGISTRY[entry_name] = ModelInfo(
-            name=entry_name,
-            family=family,
-            paper=paper,
-            input_size=tuple(input_size),
-            knobs=MappingProxyType(knobs),
-            fixed=MappingProxyType(fixed),
-            published=tuple(published),
-            representative=representative,
-            builder=fn,
-        )
+        knobs = _knobs_of(fn, entry_name, fixed, defaults)
+        _add(ModelInfo(name=entry_name, family=family, paper=paper, input_size=tuple(input_size), knobs=MappingProxyType(knobs),
+                       fixed=MappingProxyType(fixed), published=tuple(published), representative=representative, builder=fn,
+                       num_classes=params["num_classes"].default, in_chans=params["in_chans"].default))  # fmt: skip
         return fn
 
     return decorate
 
 
+for _module in ARCH_MODULES:
+    for _entry in _module.ENTRIES:
+        add_entry(_entry)
+del _module, _entry
+
+
 def _ensure_loaded() -> None:
-    import smallnets.models  # noqa: F401  (registers the zoo)
+    import smallnets.models  # noqa: F401  (legacy families register on import)
 
 
 def list_models(pattern: str | None = None) -> list[str]:
@@ -155,33 +161,21 @@ def resolve_knobs(name: str, knobs: Mapping[str, Any]) -> dict[str, Any]:
     return {**info.knobs, **knobs}
 
 
-def create_model(name: str, num_classes: int | None = None, in_chans: int | None = None, *, pretrained: Any = None, **knobs: Any) -> nn.Module:
-    """Build a zoo model by name, e.g. ``create_model('mobilenet_v1', width_mult=0.5)``.
+def model_spec(name: str, num_classes: int | None = None, in_chans: int | None = None, **knobs: Any) -> ArchSpec:
+    """The spec a zoo name builds with these knobs: ``model_spec('mobilenet_v2', width_mult=0.5)``.
 
-    ``num_classes`` and ``in_chans`` default to the entry's own (1000 ImageNet classes and RGB,
-    or 10 classes for the CIFAR designs).
-
-    ``pretrained``: a torchvision / timm checkpoint (file, https URL, ``FORMAT=PATH``) or smallnets'
-    own weights (a run directory, a ``.safetensors`` with its sidecar), loaded with
-    :func:`smallnets.load_pretrained`; ``num_classes`` then defaults to the checkpoint's, and a
-    different number gets a new classifier.
-
-    The returned module records how it was built in ``model.smallnets_config``
-    (name, num_classes, in_chans and every knob), so it can be saved and rebuilt.
+    Edit it (``spec.replace(...)``, or its ``to_dict()`` JSON) and build it with
+    :func:`smallnets.build_model`. At the entry's paper resolution unless a CIFAR stem says 32 px.
     """
-    if pretrained is not None:
-        if in_chans not in (None, 3):
-            raise ValueError(f"in_chans must be 3 with pretrained weights (they were trained on RGB), got {in_chans!r}")
-        from smallnets.pretrained import load_pretrained
-
-        return load_pretrained(name, pretrained, num_classes=num_classes, **knobs)
     info = model_info(name)
-    params = inspect.signature(info.builder).parameters
-    num_classes = params["num_classes"].default if num_classes is None else num_classes
-    in_chans = params["in_chans"].default if in_chans is None else in_chans
+    if info.spec_builder is None:
+        raise ValueError(f"{name} is not described by a spec yet (family {info.family}); build it with create_model")
+    num_classes = info.num_classes if num_classes is None else num_classes
+    in_chans = info.in_chans if in_chans is None else in_chans
     check_int("num_classes", num_classes, 1)
     check_int("in_chans", in_chans, 1)
     resolved = resolve_knobs(name, knobs)
-    model = info.builder(num_classes=num_classes, in_chans=in_chans, **resolved, **info.fixed)
-    model.smallnets_config = {"name": name, "num_classes": num_classes, "in_chans": in_chans, "knobs": resolved}
-    return model
+    spec = info.spec_builder(num_classes=num_classes, in_chans=in_chans, **resolved, **info.fixed)
+    if not resolved.get("cifar"):
+        spec = spec.replace(resolution=info.input_size[1])
+    return spec

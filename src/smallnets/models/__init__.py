@@ -1,3 +1,28 @@
-"""The model zoo: importing this package registers every family."""
+"""The zoo's modules, built from specs: ``build_model(spec)`` picks the family's class by spec type."""
 
-from smallnets.models import densenet, efficientnet, mobilenet, shufflenet, squeezenet, xception  # noqa: F401
+from __future__ import annotations
+
+from torch import nn
+
+from smallnets.arch.efficientnet import EfficientNetSpec
+from smallnets.arch.mobilenet import MobileNetV1Spec, MobileNetV2Spec
+from smallnets.arch.spec import ArchSpec
+from smallnets.models import densenet, shufflenet, squeezenet, xception  # noqa: F401  (legacy families register on import)
+from smallnets.models.efficientnet import EfficientNet
+from smallnets.models.mobilenet import MobileNetV1, MobileNetV2
+
+BUILDERS: dict[type[ArchSpec], type[nn.Module]] = {
+    MobileNetV1Spec: MobileNetV1,
+    MobileNetV2Spec: MobileNetV2,
+    EfficientNetSpec: EfficientNet,
+}
+
+
+def build_model(spec: ArchSpec) -> nn.Module:
+    """The module a spec describes, freshly initialised; ``model.spec`` is the spec."""
+    if not isinstance(spec, ArchSpec):
+        raise TypeError(f"spec must be an ArchSpec (e.g. smallnets.model_spec('mobilenet_v2')), got {type(spec).__name__}")
+    cls = BUILDERS.get(type(spec))
+    if cls is None:
+        raise ValueError(f"spec type must be one of {', '.join(t.__name__ for t in BUILDERS)}; got {type(spec).__name__}")
+    return cls(spec)

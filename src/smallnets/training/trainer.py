@@ -42,7 +42,8 @@ from smallnets._io import atomic_write_text
 from smallnets.checkpoint import load_state, save_state, save_weights
 from smallnets.data import DataConfig, build_data
 from smallnets.evaluation import EvalResult, autocast_context, evaluate
-from smallnets.registry import create_model, model_info
+from smallnets.registry import model_info
+from smallnets.zoo import create_model
 from smallnets import distributed as distr
 from smallnets.training.config import ModelConfig, RunConfig, TrainConfig, build_dataclass, check_train_config, coerce, field_types
 from smallnets.training.optim import ModelEMA, Schedule, build_optimizer, mix_batch, resolved_lr
