@@ -16,7 +16,8 @@ from torch import nn
 
 import smallnets
 from smallnets import checkpoint
-from smallnets.checkpoint import load_state, load_weights, read_sidecar, resolve_weights, save_state, save_weights
+from smallnets.checkpoint import load_state, read_sidecar, resolve_weights, save_state, save_weights
+from smallnets.zoo import load_weights
 
 
 def assert_same(a, b, where="state"):
@@ -319,9 +320,12 @@ def test_weights_rebuild_the_same_model(tmp_path, name, keep_global_rng):
 
     sidecar = read_sidecar(path)
     assert set(sidecar) == {
-        "format", "format_version", "model", "num_classes", "in_chans", "knobs", "classes", "preprocessing", "extra",
+        "format", "format_version", "model", "num_classes", "in_chans", "knobs", "spec", "classes", "preprocessing", "extra",
         "smallnets_version", "torch_version", "sha256", "params", "created",
     }
+    # the architecture itself is recorded (None for families not yet described by a spec)
+    spec = getattr(model, "spec", None)
+    assert sidecar["spec"] == (spec.to_dict() if spec is not None else None)
     assert (sidecar["format"], sidecar["format_version"], sidecar["model"]) == ("smallnets.weights", 1, name)
     assert sidecar["knobs"] == model.smallnets_config["knobs"] and sidecar["params"] == smallnets.count_params(model)
     with safe_open(path, framework="pt") as f:

@@ -10,7 +10,8 @@ import safetensors.torch
 import torch
 
 import smallnets
-from smallnets.checkpoint import load_weights, save_weights
+from smallnets.checkpoint import save_weights
+from smallnets.zoo import load_weights
 from smallnets.cli import main
 from smallnets.pretrained import load_pretrained, read_checkpoint
 

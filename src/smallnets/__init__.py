@@ -1,12 +1,12 @@
 """smallnets: efficient convolutional networks exact to their papers, with a cost profiler."""
 
-from smallnets.checkpoint import load_weights, read_sidecar, save_weights
+from smallnets.checkpoint import read_sidecar, save_weights
 from smallnets.layers import make_divisible, round_repeats
 from smallnets.profiler import CostReport, count_macs, count_params, profile
 from smallnets.models import build_model
 from smallnets.registry import ModelInfo, Published, list_models, model_info, model_spec
 from smallnets.scaling import CompoundScale, compound_scaling
-from smallnets.zoo import create_model, model_from_spec
+from smallnets.zoo import create_model, load_weights, model_from_spec
 
 __version__ = "0.1.0"
 

@@ -32,8 +32,9 @@ import torch
 from torch import nn
 
 from smallnets._io import atomic_path, atomic_write_text
+from smallnets.arch.spec import ArchSpec
 
-__all__ = ["load_state", "load_weights", "read_sidecar", "resolve_weights", "save_state", "save_weights"]
+__all__ = ["load_state", "load_tensors", "read_sidecar", "read_weights", "resolve_weights", "save_state", "save_weights"]
 
 STATE_FORMAT = "smallnets.state"
 WEIGHTS_FORMAT = "smallnets.weights"
@@ -319,8 +320,9 @@ def _model_config(model: nn.Module, config: Mapping[str, Any] | None) -> dict[st
             "pass config={'name': ..., 'num_classes': ..., 'in_chans': ..., 'knobs': {...}}"
         )
     arg = "config" if config is not None else "model.smallnets_config"
-    if not isinstance(cfg, Mapping) or not isinstance(cfg.get("name"), str):
-        raise ValueError(f"{arg} must be a dict with a str 'name', got {cfg!r}")
+    has_spec = isinstance(getattr(model, "spec", None), ArchSpec)
+    if not isinstance(cfg, Mapping) or not (isinstance(cfg.get("name"), str) or (cfg.get("name") is None and has_spec)):
+        raise ValueError(f"{arg} must be a dict with a str 'name' (or None for a model built from a spec), got {cfg!r}")
     for key in ("num_classes", "in_chans"):
         v = cfg.get(key)
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -330,6 +332,20 @@ def _model_config(model: nn.Module, config: Mapping[str, Any] | None) -> dict[st
         raise ValueError(f"{arg}['knobs'] must be a dict, got {knobs!r}")
     knobs = _to_json(dict(knobs), f"{arg}['knobs']")
     return {"name": cfg["name"], "num_classes": cfg["num_classes"], "in_chans": cfg["in_chans"], "knobs": knobs}
+
+
+def _check_spec_describes(model: nn.Module, spec: ArchSpec) -> None:
+    """The sidecar must never lie: the spec, built (on meta tensors), has the model's keys and shapes."""
+    from smallnets.models import build_model
+
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in build_model(spec).state_dict().items()}
+    actual = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if expected != actual:
+        diff = sorted(set(expected) ^ set(actual)) or [k for k in expected if expected[k] != actual[k]]
+        key = diff[0]
+        raise ValueError(f"model.spec does not describe the model's weights (first difference: {key!r}, spec {expected.get(key)} vs model "
+                         f"{actual.get(key)}); set model.spec to the architecture the model has")  # fmt: skip
 
 
 def _file_sha256(path: Path) -> str:
@@ -401,13 +417,17 @@ def save_weights(
             raise TypeError(f"model state_dict entry {key!r} is a {value.layout} {value.dtype} tensor, which safetensors cannot store")
         tensors[key] = _cpu_copy(value)
 
+    spec = getattr(model, "spec", None)
+    if isinstance(spec, ArchSpec):
+        _check_spec_describes(model, spec)
     smallnets_version, torch_version = _versions()
     identity = {
         "model": cfg["name"], "num_classes": cfg["num_classes"], "in_chans": cfg["in_chans"], "knobs": cfg["knobs"],
-        "classes": classes, "preprocessing": preprocessing,
+        "spec": spec.to_dict() if isinstance(spec, ArchSpec) else None, "classes": classes, "preprocessing": preprocessing,
     }
     metadata = {"format": WEIGHTS_FORMAT, "format_version": str(FORMAT_VERSION)}
     metadata.update({k: v if isinstance(v, str) else json.dumps(v, allow_nan=False) for k, v in identity.items()})
+    metadata["model"] = cfg["name"] or ""  # safetensors metadata holds strings: "" = built from a spec
     metadata.update(smallnets_version=smallnets_version, torch_version=torch_version)
     params = sum(p.numel() for p in model.parameters())  # parameters() already skips tied duplicates
 
@@ -467,9 +487,10 @@ def _meta_from_metadata(metadata: Mapping[str, str], file: Path) -> dict[str, An
     _check_format(metadata, WEIGHTS_FORMAT, file)
     meta: dict[str, Any] = {"format": WEIGHTS_FORMAT, "format_version": int(metadata["format_version"])}
     try:
-        meta["model"] = metadata["model"]
+        meta["model"] = metadata["model"] or None
         for key in ("num_classes", "in_chans", "knobs", "classes", "preprocessing"):
             meta[key] = json.loads(metadata[key], object_hook=_from_json_hook)
+        meta["spec"] = json.loads(metadata["spec"]) if "spec" in metadata else None  # files from before specs have none
     except (KeyError, ValueError) as err:
         raise ValueError(f"{file}: smallnets metadata is incomplete or not JSON ({err})") from None
     meta.update(extra=None, sha256=None)
@@ -481,20 +502,12 @@ def recorded_knobs(meta: Mapping[str, Any]) -> dict[str, Any]:
     """A sidecar's knobs as ``create_model`` takes them (JSON has no tuples: tuple-valued knobs get their type back)."""
     from smallnets.registry import model_info
 
+    if meta.get("model") is None:  # built from a spec: no zoo knobs
+        return {}
     info = model_info(meta["model"])
     knobs = dict(meta.get("knobs") or {})
     knobs.update({k: tuple(v) for k, v in knobs.items() if isinstance(v, list) and isinstance(info.knobs.get(k), tuple)})
     return knobs
-
-
-def _rebuild(meta: Mapping[str, Any], file: Path) -> nn.Module:
-    from smallnets.zoo import create_model
-
-    knobs = recorded_knobs(meta)
-    try:
-        return create_model(meta["model"], num_classes=meta["num_classes"], in_chans=meta["in_chans"], **knobs)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{file}: cannot rebuild {meta['model']!r} from its recorded configuration: {err}") from err
 
 
 def _mismatch(model: nn.Module, tensors: Mapping[str, torch.Tensor]) -> tuple[list[str], list[str], list[str]]:
@@ -568,26 +581,9 @@ def _listing(title: str, items: list[str], limit: int = 10) -> str:
     return f"\n  {title} ({len(items)}): {', '.join(items[:limit])}{more}"
 
 
-def load_weights(
-    path: str | os.PathLike,
-    model: nn.Module | None = None,
-    *,
-    strict: bool = True,
-    device: str | torch.device | None = None,
-) -> nn.Module:
-    """Load weights saved by ``save_weights`` (``path``: a .safetensors file or a run directory).
-
-    With ``model=None`` the model is rebuilt with ``create_model`` from the sidecar, or from the
-    file's metadata when the sidecar is missing. The sidecar's sha256 is checked first. With
-    ``strict=False`` only keys present in both with equal shapes are loaded, and what was skipped
-    is reported in ``model.smallnets_meta['load_report']``. ``device``: where the returned model
-    goes (default: the CPU for a rebuilt model, unchanged for a given one). The training/eval
-    mode is left as it is. The sidecar (or metadata) is attached as ``model.smallnets_meta``.
-    """
-    if not isinstance(strict, bool):
-        raise ValueError(f"strict must be True or False, got {strict!r}")
-    if model is not None and not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module or None, got {type(model).__qualname__}")
+def read_weights(path: str | os.PathLike) -> tuple[Path, dict[str, Any] | None, dict[str, torch.Tensor]]:
+    """(file, sidecar-or-metadata, tensors) of weights saved by ``save_weights``; the sidecar's sha256 is
+    checked against the very bytes read. ``path``: a .safetensors file or a run directory."""
     file = resolve_weights(path)
     data = file.read_bytes()  # one read: the bytes hashed are the bytes loaded
     sidecar = file.with_suffix(".json")
@@ -603,13 +599,12 @@ def load_weights(
     del data
     if meta is None:
         meta = _meta_from_metadata(metadata, file)
+    return file, meta, tensors
 
-    if model is None:
-        if meta is None:
-            raise ValueError(f"{file} has no sidecar and no smallnets metadata, so the model cannot be rebuilt; pass model=...")
-        model = _rebuild(meta, file)
-        device = "cpu" if device is None else device
 
+def load_tensors(model: nn.Module, tensors: Mapping[str, torch.Tensor], file: Path, *, strict: bool) -> dict[str, list[str]]:
+    """Load ``tensors`` into ``model`` (dtypes conformed); strict refuses any difference, otherwise the
+    keys present in both with equal shapes load and the rest is returned as the report."""
     missing, unexpected, misshaped = _mismatch(model, tensors)
     own = model.state_dict()
     shapes = [f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(own[k].shape)}" for k in misshaped]
@@ -623,11 +618,4 @@ def load_weights(
         )
     skip = {*unexpected, *misshaped}
     model.load_state_dict(conform_state({k: t for k, t in tensors.items() if k not in skip}, own, where=str(file)), strict=strict)
-    if device is not None:
-        model.to(device)
-    meta = dict(meta or {})
-    meta["path"] = str(file)
-    if not strict:
-        meta["load_report"] = {"missing": missing, "unexpected": unexpected, "shape_mismatch": shapes}
-    model.smallnets_meta = meta
-    return model
+    return {"missing": missing, "unexpected": unexpected, "shape_mismatch": shapes}

@@ -298,7 +298,8 @@ def evaluate_weights(
     run's, so that the run's recorded validation numbers are reproduced; fp32 for lone weights.
     """
     from smallnets._checks import check_bool, check_choice, check_int
-    from smallnets.checkpoint import load_weights, resolve_weights
+    from smallnets.checkpoint import resolve_weights
+    from smallnets.zoo import load_weights
     from smallnets.data.skips import SkipLog
     from smallnets.distributed import resolve_device
 

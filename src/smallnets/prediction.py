@@ -49,7 +49,7 @@ def prepare_model(
     model_or_weights: nn.Module | str | os.PathLike, device: str | torch.device | None = None
 ) -> tuple[nn.Module, list[str], dict]:
     """(model, class names, preprocessing): a given model as it is, or weights loaded with ``load_weights``."""
-    from smallnets.checkpoint import load_weights
+    from smallnets.zoo import load_weights
     from smallnets.distributed import resolve_device
 
     if device is not None and not isinstance(device, (str, torch.device)):

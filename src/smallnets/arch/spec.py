@@ -142,13 +142,18 @@ def _decode(tp: Any, value: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        options = [a for a in args if a is not type(None)]
+        if isinstance(value, Mapping):  # a union of blocks: the one whose fields the keys name
+            fitting = [a for a in options if dataclasses.is_dataclass(a) and set(value) <= {f.name for f in dataclasses.fields(a)}]
+            if len(fitting) == 1:
+                return _decode(fitting[0], value, where)
         errors = []
-        for arg in (a for a in args if a is not type(None)):
+        for arg in options:
             try:
                 return _decode(arg, value, where)
             except (TypeError, ValueError) as err:
                 errors.append(str(err))
-        raise ValueError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits none of {tp}")
+        raise ValueError(errors[0] if len(errors) == 1 else f"{where}: {value!r:.200} fits none of {tp} ({'; '.join(errors)})")
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{where} must be a list, got {value!r:.80}")
