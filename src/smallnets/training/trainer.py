@@ -11,6 +11,7 @@ A run directory holds everything about a run, each file written atomically:
     best.safetensors     the weights of the best validation top-1 so far + best.json
     state.safetensors    trainer state: raw weights, optimizer, EMA, grad scaler, RNG of every
                          rank and the position (epoch, batch); no pickle anywhere
+    .lock                while a process trains (or resumes) the run: one owner at a time (rundir.py)
 
 ``--resume RUN`` reloads state.safetensors and continues at the saved batch: the batches of an
 epoch are a pure function of (seed, epoch) and every random state is restored, so a resumed run
@@ -47,6 +48,7 @@ from smallnets.zoo import create_model
 from smallnets import distributed as distr
 from smallnets.training.config import ModelConfig, RunConfig, TrainConfig, build_dataclass, check_train_config, coerce, field_types
 from smallnets.training.optim import ModelEMA, Schedule, build_optimizer, mix_batch, resolved_lr
+from smallnets.training.rundir import RunDirectoryInUse, RunLock
 from smallnets.progress import Progress, format_duration
 
 METRIC_COLUMNS = (
@@ -125,7 +127,21 @@ class Trainer:
         self.precision = resolve_precision(cfg.precision, self.device)
         self.amp_dtype = AMP_DTYPES[self.precision]
         self._seed_everything(cfg.seed + self.dist.rank)
+        # the run directory is claimed before anything is read or written: of two runs with the
+        # same name, the second fails here, having written nothing
+        self._lock: RunLock | None = None
+        self._created_dirs: list[Path] = []
+        resume = _resume_state is not None
+        self.run_dir = Path(self._on_main(lambda: self._claim_existing(Path(run_dir)) if resume else self._claim_new(run_dir)))
+        self._claimed = True  # on every rank (rank 0 holds the lock): fit() re-claims collectively
+        try:
+            self._setup(_resume_state)
+        except BaseException:
+            self._abandon_claim()
+            raise
 
+    def _setup(self, _resume_state: dict | None) -> None:
+        config, cfg = self.config, self.config.train
         if not self.dist.is_main:
             distr.barrier(self.dist)  # rank 0 downloads / decodes / extracts first; the rest hit its caches
         # a fine-tune normalises as the checkpoint was trained (unless mean / std are given); the
@@ -181,10 +197,9 @@ class Trainer:
         self._stop: str | None = None
 
         if _resume_state is not None:
-            self.run_dir = Path(run_dir)
             self._load_state(_resume_state)
         else:
-            self.run_dir = self._make_run_dir(run_dir)
+            self._write_new_run_dir()
 
     # --- construction helpers -----------------------------------------------------------------
 
@@ -241,31 +256,90 @@ class Trainer:
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
 
-    def _make_run_dir(self, run_dir) -> Path:
-        cfg = self.config.train
-        if run_dir is None:
-            name = cfg.name or f"{self.config.model.name}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
-            run_dir = Path(cfg.out) / name
-            if self.dist.is_main and cfg.name is None:
-                base, i = run_dir, 1
-                while run_dir.exists():
-                    run_dir = base.with_name(f"{base.name}-{i}")
-                    i += 1
-        run_dir = Path(distr.broadcast_object(str(run_dir), self.dist))
+    # --- the run directory ------------------------------------------------------------------
+
+    def _on_main(self, fn):
+        """``fn()`` on rank 0, its result (or its error) on every rank."""
+        outcome = error = None
         if self.dist.is_main:
-            if (run_dir / "state.safetensors").exists():
-                raise FileExistsError(f"run directory {str(run_dir)!r} already holds a run; use --resume {run_dir} or another --name")
-            run_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                outcome = ("ok", fn())
+            except (OSError, ValueError) as exc:
+                error, outcome = exc, ("error", f"{type(exc).__name__}: {exc}")
+        outcome = distr.broadcast_object(outcome, self.dist)
+        if error is not None:
+            raise error
+        if outcome[0] == "error":
+            raise RuntimeError(f"rank 0 failed: {outcome[1]}")
+        return outcome[1]
+
+    def _make_dirs(self, path: Path) -> None:
+        """``mkdir -p path``, remembering which folders this trainer created (removed again if it fails to start)."""
+        missing = [p for p in (path, *path.parents) if not p.exists()]
+        path.mkdir(parents=True, exist_ok=True)
+        self._created_dirs.extend(missing)
+
+    def _claim_new(self, run_dir) -> str:
+        cfg = self.config.train
+        if run_dir is None and cfg.name is None:
+            # an automatic name is claimed by creating it: two runs started in the same second get two directories
+            base = Path(cfg.out) / f"{self.config.model.name}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
+            self._make_dirs(base.parent)
+            run_dir, i = base, 1
+            while True:
+                try:
+                    run_dir.mkdir()
+                    self._created_dirs.append(run_dir)
+                    break
+                except FileExistsError:
+                    run_dir, i = base.with_name(f"{base.name}-{i}"), i + 1
+        else:
+            run_dir = Path(run_dir) if run_dir is not None else Path(cfg.out) / cfg.name
+            self._make_dirs(run_dir)
+        try:
+            self._lock = RunLock.claim(run_dir)
+        except RunDirectoryInUse:
+            self._abandon_claim()
+            raise
+        if (run_dir / "state.safetensors").exists():
+            self._abandon_claim()
+            raise FileExistsError(f"run directory {str(run_dir)!r} already holds a run; use --resume {run_dir} or another --name")
+        return str(run_dir)
+
+    def _claim_existing(self, run_dir: Path) -> str:
+        self._lock = RunLock.claim(run_dir)
+        return str(run_dir)
+
+    def _abandon_claim(self) -> None:
+        """Give the directory up after a failed start: the lock, and the folders this trainer made if still empty."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+        for d in sorted(set(self._created_dirs), key=lambda p: len(p.parts), reverse=True):
+            try:
+                d.rmdir()
+            except OSError:
+                pass  # not empty (or not ours any more): leave it
+        self._created_dirs = []
+
+    def _release(self) -> None:
+        self._claimed = False
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def _write_new_run_dir(self) -> None:
+        run_dir = self.run_dir
+        if self.dist.is_main:
             atomic_write_text(run_dir / "config.json", json.dumps(self.resolved_config(), indent=2))
             split = self.data.split_json()
             atomic_write_text(run_dir / "split.json", json.dumps(split, indent=2))
         shards = distr.gather_objects(self._shard_record(), self.dist)
         if self.dist.is_main:
             atomic_write_text(run_dir / "shards.json", json.dumps({"epoch": 0, "ranks": shards}))
-            self.run_dir = run_dir
             self._write_run_json("running")
+        self._created_dirs = []  # the directory is a run now: kept whatever happens next
         distr.barrier(self.dist)
-        return run_dir
 
     def _shard_record(self) -> dict:
         """Which training images this process sees in the first epoch (lists kept up to 100k images)."""
@@ -447,6 +521,9 @@ class Trainer:
         steps_left = max_steps
         status = "finished"
         try:
+            if not self._claimed:  # a second fit() of this trainer: its first gave the directory up at the end
+                self._on_main(lambda: self._claim_existing(self.run_dir))
+                self._claimed = True
             self._write_run_json("running")
             # wall-clock seconds of this run, validation and saving included, carried over a resume
             self._wall_t0 = time.perf_counter() - self._wall_offset
@@ -486,6 +563,7 @@ class Trainer:
             self._write_run_json("diverged", str(exc))
             raise
         finally:
+            self._release()
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
         return TrainResult(self.run_dir, status, len(self.history), self.best_top1, self.history[-1] if self.history else None)
