@@ -16,6 +16,11 @@ A run directory holds everything about a run, each file written atomically:
 ``--resume RUN`` reloads state.safetensors and continues at the saved batch: the batches of an
 epoch are a pure function of (seed, epoch) and every random state is restored, so a resumed run
 ends with the same weights as an uninterrupted one.
+
+A first Ctrl-C (or SIGTERM) stops after the current step and saves; a second one stops at once
+(raised as KeyboardInterrupt; during a save, once the checkpoint is complete) with run.json saying
+'interrupted' and where the last checkpoint stands. A resume after SIGKILL removes the killed
+process's unfinished temporary files and notes the kill in run.json ("previous_session").
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import random
 import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +54,7 @@ from smallnets.zoo import create_model
 from smallnets import distributed as distr
 from smallnets.training.config import ModelConfig, RunConfig, TrainConfig, build_dataclass, check_train_config, coerce, field_types
 from smallnets.training.optim import ModelEMA, Schedule, build_optimizer, mix_batch, resolved_lr
-from smallnets.training.rundir import RunDirectoryInUse, RunLock
+from smallnets.training.rundir import RunDirectoryInUse, RunLock, remove_temp_files
 from smallnets.progress import Progress, format_duration
 
 METRIC_COLUMNS = (
@@ -132,7 +138,8 @@ class Trainer:
         self._lock: RunLock | None = None
         self._created_dirs: list[Path] = []
         resume = _resume_state is not None
-        self.run_dir = Path(self._on_main(lambda: self._claim_existing(Path(run_dir)) if resume else self._claim_new(run_dir)))
+        self._previous_session: dict | None = None  # a resumed run whose last session was killed
+        self.run_dir = Path(self._on_main(lambda: self._claim_existing(Path(run_dir), tidy=True) if resume else self._claim_new(run_dir)))
         self._claimed = True  # on every rank (rank 0 holds the lock): fit() re-claims collectively
         try:
             self._setup(_resume_state)
@@ -195,6 +202,10 @@ class Trainer:
         self._wall_offset = 0.0  # wall-clock seconds of earlier sessions of this run (resume)
         self._wall_t0: float | None = None
         self._stop: str | None = None
+        self._saving = False  # inside _save: a second Ctrl-C waits for the checkpoint to be complete
+        self._abort_pending = False
+        self._aborting = False  # a second Ctrl-C is being handled: further ones are ignored
+        self._saved_position: tuple[int, int, int] | None = None  # (epoch, batch, step) of state.safetensors
 
         if _resume_state is not None:
             self._load_state(_resume_state)
@@ -306,9 +317,29 @@ class Trainer:
             raise FileExistsError(f"run directory {str(run_dir)!r} already holds a run; use --resume {run_dir} or another --name")
         return str(run_dir)
 
-    def _claim_existing(self, run_dir: Path) -> str:
+    def _claim_existing(self, run_dir: Path, *, tidy: bool = False) -> str:
         self._lock = RunLock.claim(run_dir)
+        if tidy:
+            self._tidy_after_previous_session(run_dir)
         return str(run_dir)
+
+    def _tidy_after_previous_session(self, run_dir: Path) -> None:
+        """A resume holds the lock, so no earlier session is alive: its unfinished temporary files are
+        debris, and a run.json still saying 'running' means that session was killed (or crashed)."""
+        removed = remove_temp_files(run_dir)
+        try:
+            info = json.loads((run_dir / "run.json").read_text())
+        except (OSError, ValueError):
+            info = {}
+        if info.get("status") == "running":
+            self._previous_session = {"status": "killed", "pid": info.get("pid"), "last_update": info.get("updated"),
+                                      "epoch": info.get("epoch"), "batch": info.get("batch"), "temp_files_removed": removed}  # fmt: skip
+            pid = f" (pid {info['pid']})" if info.get("pid") is not None else ""
+            warnings.warn(f"the previous session of this run{pid} was killed: its run.json still said 'running' (last update "
+                          f"{info.get('updated')}); continuing from its last checkpoint; removed {len(removed)} unfinished "
+                          f"temporary file(s)", stacklevel=4)  # fmt: skip
+        elif removed:
+            warnings.warn(f"removed {len(removed)} unfinished temporary file(s) from {run_dir}: {', '.join(removed)}", stacklevel=4)
 
     def _abandon_claim(self) -> None:
         """Give the directory up after a failed start: the lock, and the folders this trainer made if still empty."""
@@ -379,16 +410,17 @@ class Trainer:
         }
         return out
 
-    def _write_run_json(self, status: str, message: str | None = None) -> None:
+    def _write_run_json(self, status: str, message: str | None = None, *, position: tuple[int, int, int] | None = None) -> None:
         if not self.dist.is_main:
             return
+        epoch, batch, step = position if position is not None else (self.epoch, self.batch, self.global_step)
         info = {
             "status": status,
             "message": message,
             "model": self.config.model.name,
-            "epoch": self.epoch,
-            "batch": self.batch,
-            "global_step": self.global_step,
+            "epoch": epoch,
+            "batch": batch,
+            "global_step": step,
             "best_top1": self.best_top1,
             "train_time_s": round(self.train_time, 3),
             "updated": _dt.datetime.now().isoformat(timespec="seconds"),
@@ -402,7 +434,10 @@ class Trainer:
                 "precision": self.precision,
             },
             "skipped_files": self.data.skipped,
+            "pid": os.getpid(),  # of the process writing it: a resume tells a killed session from a live one
         }
+        if self._previous_session is not None:
+            info["previous_session"] = self._previous_session
         if self.pretrained_report is not None:
             info["pretrained"] = self.pretrained_report
         atomic_write_text(self.run_dir / "run.json", json.dumps(info, indent=2))
@@ -454,13 +489,29 @@ class Trainer:
         self.partial = dict(state["partial"])
         self.train_time = float(state["train_time"])
         self._wall_offset = float(state.get("wall_time", self.train_time))
+        self._saved_position = (self.epoch, self.batch, self.global_step)
 
     def _save(self, *, best: bool = False) -> None:
-        """Trainer state first, then the deployable weights: a crash between them loses nothing."""
+        """Trainer state first, then the deployable weights: a crash between them loses nothing.
+
+        A second Ctrl-C while this runs is held back until both are written (state and weights stay
+        a pair), then raised as KeyboardInterrupt."""
+        self._saving = True
+        try:
+            self._write_checkpoint(best=best)
+        finally:
+            self._saving = False
+        if self._abort_pending:
+            raise KeyboardInterrupt
+
+    def _write_checkpoint(self, *, best: bool) -> None:
         state = self._state()  # every rank takes part (RNG gather)
+        position = (self.epoch, self.batch, self.global_step)
         if not self.dist.is_main:
+            self._saved_position = position
             return
         save_state(self.run_dir / "state.safetensors", state)
+        self._saved_position = position
         deploy = self.ema.module if self.ema else self.model
         extra = {"epoch": self.epoch, "batch": self.batch, "global_step": self.global_step, "run": str(self.run_dir),
                  "metrics": self.history[-1] if self.history else None, "ema": self.ema is not None}  # fmt: skip
@@ -489,11 +540,30 @@ class Trainer:
     # --- the loop --------------------------------------------------------------------------------
 
     def _request_stop(self, signum, frame) -> None:
-        if self._stop is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop without saving
+        if self._aborting or self._abort_pending:
+            return
+        if self._stop is not None and signum == signal.SIGINT:  # a second Ctrl-C: stop now, without a new save
+            if self._saving:
+                self._abort_pending = True  # raised when the checkpoint being written is complete
+                if self.dist.is_main:
+                    print("SIGINT again: stopping once the checkpoint being written is complete", file=sys.stderr, flush=True)
+                return
+            raise KeyboardInterrupt
         self._stop = signal.Signals(signum).name
         if self.dist.is_main:
             print(f"\n{self._stop} received: saving a checkpoint after this step (Ctrl-C again to abort)", file=sys.stderr, flush=True)
+
+    def _record_abort(self) -> None:
+        cfg = self.config.train
+        if self._saved_position is None:
+            message = "a second SIGINT stopped the run before its first checkpoint; start it again"
+        else:
+            e, b, _ = self._saved_position
+            message = (f"a second SIGINT stopped the run; the last checkpoint (epoch {e} batch {b}) is complete: "
+                       f"smallnets train --resume {self.run_dir} continues from it")  # fmt: skip
+        self._write_run_json("interrupted", message, position=self._saved_position or (0, 0, 0))
+        if self.dist.is_main and cfg.progress:
+            print(message, file=sys.stderr, flush=True)
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor, soft: torch.Tensor | None) -> torch.Tensor:
         ls = self.config.train.label_smoothing
@@ -561,6 +631,11 @@ class Trainer:
             distr.barrier(self.dist)  # no process leaves (and tears down its group) while rank 0 still writes
         except TrainingDiverged as exc:
             self._write_run_json("diverged", str(exc))
+            raise
+        except KeyboardInterrupt:
+            # a second Ctrl-C (or one outside a handler): record where the files stand, then let it through
+            self._aborting = True
+            self._record_abort()
             raise
         finally:
             self._release()
