@@ -301,6 +301,8 @@ def cmd_eval(args) -> int:
         return 0
     epoch = f", epoch {d['epoch']}" if d.get("epoch") is not None else ""
     same = {True: "; the same files as the run's split.json", False: "; NOT the files of the run's split.json"}.get(d.get("split_matches_run"), "")
+    if d.get("split_matches_run") is True and d.get("changed_val_files") is None:  # names matched; split.json records no content
+        same = "; the same file names as the run's split.json (their content could not be checked: split.json records none)"
     print(f"weights    {d['weights']} ({d['model']}{epoch})")
     print(f"data       {d['evaluated']}{same}")
     print(f"precision  {d['precision']} on {d['device']}")
