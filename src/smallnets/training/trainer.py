@@ -95,6 +95,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if cpu_has_fast_bf16() else "fp32"
 
 
+SMALL_INPUT_PX = 64  # images this small (or smaller) want a model's small-input stem: an ImageNet one ends at 2x2 or 1x1
+
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -167,11 +169,16 @@ class Trainer:
         self.num_classes = len(self.classes)
         knobs = dict(config.model.knobs)
         self.pretrained_report: dict | None = None
+        self.chosen_knobs: dict[str, Any] = {}  # knobs the trainer set because the user left them open
+        size = self.data.preprocessing.get("image_size")
         if pretrained is not None:
             self.model = self._pretrained_model(config.model.name, knobs, *pretrained)
         else:
+            knobs = self._choose_stem(config.model.name, knobs, size)
             self.model = create_model(config.model.name, num_classes=self.num_classes, **knobs)
         self.model_config = self.model.smallnets_config
+        if pretrained is not None and self.dist.is_main:
+            self._warn_imagenet_stem(size)
         self.frozen_modules = freeze_layers(self.model, cfg.freeze) if cfg.freeze else []
         self.model.to(self.device)
         if cfg.channels_last:
@@ -261,6 +268,24 @@ class Trainer:
                 print(f"loaded {fmt.name} weights from {cfg.pretrained}" + (f"; new classifier ({', '.join(new)})" if new else ""),
                       file=sys.stderr, flush=True)  # fmt: skip
         return model
+
+    def _choose_stem(self, name: str, knobs: dict, size: int | None) -> dict:
+        """Small images through an ImageNet stem end in a 1x1 map and train to chance: with no ``cifar``
+        given and no pretrained weights needing that stem, take the model's small-input stem."""
+        defaults = model_info(name).knobs
+        if "cifar" in knobs or defaults.get("cifar") is not False or size is None or size > SMALL_INPUT_PX:
+            return knobs
+        self.chosen_knobs = {"cifar": True, "why": f"{size} px images; no cifar given and no pretrained weights"}
+        return {**knobs, "cifar": True}
+
+    def _warn_imagenet_stem(self, size: int | None) -> None:
+        if self.model_config["knobs"].get("cifar") is not False or size is None or size > SMALL_INPUT_PX:
+            return
+        info = self.model.feature_info() if hasattr(self.model, "feature_info") else []
+        stride = info[-1]["stride"] if info else 32
+        side = max(1, -(-size // stride))
+        warnings.warn(f"{self.config.model.name} keeps the ImageNet stem its pretrained weights need: at {size} px its last feature map "
+                      f"is {side}x{side} (stride {stride}); --image-size 96 or more usually trains better", stacklevel=4)  # fmt: skip
 
     def _seed_everything(self, seed: int) -> None:
         random.seed(seed)
@@ -408,6 +433,8 @@ class Trainer:
             "num_train": self.data.num_train,
             "num_val": self.data.num_val,
         }
+        if self.chosen_knobs:
+            out["resolved"]["chosen_knobs"] = dict(self.chosen_knobs)
         return out
 
     def _write_run_json(self, status: str, message: str | None = None, *, position: tuple[int, int, int] | None = None) -> None:
@@ -553,6 +580,11 @@ class Trainer:
         if self.dist.is_main:
             print(f"\n{self._stop} received: saving a checkpoint after this step (Ctrl-C again to abort)", file=sys.stderr, flush=True)
 
+    def _stem_note(self) -> str:
+        if "cifar" not in self.chosen_knobs:
+            return ""
+        return f" (small-input stem, cifar=True, for {self.data.preprocessing['image_size']} px images; cifar=False for the ImageNet stem)"
+
     def _record_abort(self) -> None:
         cfg = self.config.train
         if self._saved_position is None:
@@ -599,7 +631,7 @@ class Trainer:
             self._wall_t0 = time.perf_counter() - self._wall_offset
             if self.dist.is_main and cfg.progress:
                 print(
-                    f"training {self.config.model.name} on {self.data.num_train} images ({self.num_classes} classes, "
+                    f"training {self.config.model.name}{self._stem_note()} on {self.data.num_train} images ({self.num_classes} classes, "
                     f"{self.data.pipeline} pipeline), validating on {self.data.num_val}; {self.steps_per_epoch} steps/epoch, "
                     f"batch {self.global_batch}, lr {self.base_lr:.4g}, {self.precision}, {self.device}, "
                     f"{self.dist.world_size} process(es); run: {self.run_dir}",
