@@ -8,12 +8,16 @@ so a file gives bit-for-bit the tensor that validation gives it. Two kinds of se
   (evaluation of a separate test set): ``ROOT/<class>/**``, or ``ROOT/test/<class>/**``, or
   ``ROOT/val/<class>/**`` (``validation/`` too). One shared top-level folder is looked through, as
   archives often have one.
+
+Folders are walked and archives read by the data package's own code (``walk_folder``,
+``ArchiveSource``), so these sets follow training's rules: a symbolic link never lists a file twice
+or under another class (loops and links to listed paths are skipped, links out of the folder too
+unless ``follow_links``), and a truncated or corrupt archive is a ValueError naming it.
 """
 
 from __future__ import annotations
 
 import os
-import tarfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,37 +25,14 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from smallnets._checks import check_bool
 from smallnets.data import skips
+from smallnets.data.file_path import _worker_init
 from smallnets.data.images import EvalTransform, UnreadableImageError, decode_image, is_image_name, load_image, norm_constants, normalize
 from smallnets.data.skips import SkipLog
+from smallnets.data.sources import _SPLIT_DIRS, _VAL_DIRS, ArchiveSource, is_archive, is_junk, links_note, walk_folder
 
-ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
-_VAL_DIRS = ("val", "validation")
-_SPLIT_DIRS = ("train", *_VAL_DIRS, "test")
 _POOL_MIN = 256  # below this many files, decoding in-process beats starting DataLoader workers
-
-
-def is_archive(path: Path) -> bool:
-    return path.name.lower().endswith(ARCHIVE_SUFFIXES)
-
-
-def _hidden(parts: Sequence[str]) -> bool:
-    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
-
-
-def _walk(root: Path) -> Iterator[tuple[str, int]]:
-    """(relative posix name, size in bytes; -1 when stat fails) of every file under ``root``, hidden ones left out."""
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel_dir = Path(dirpath).relative_to(root).as_posix()
-        for f in sorted(filenames):
-            if f.startswith("."):
-                continue
-            try:
-                size = os.stat(os.path.join(dirpath, f)).st_size
-            except OSError:
-                size = -1
-            yield (f if rel_dir == "." else f"{rel_dir}/{f}"), size
 
 
 # ---------------------------------------------------------------------------------------------
@@ -59,9 +40,14 @@ def _walk(root: Path) -> Iterator[tuple[str, int]]:
 # ---------------------------------------------------------------------------------------------
 
 
-def find_images(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
+def find_images(inputs: str | os.PathLike | Iterable[str | os.PathLike], *, follow_links: bool = False) -> list[str]:
     """Image files of ``inputs`` in order: a file as named (any suffix: it was asked for), a
-    directory walked recursively for image files (by suffix, hidden ones left out), sorted."""
+    directory walked recursively for image files (by suffix, hidden ones left out), sorted.
+
+    A directory is walked as training walks a data folder: each file once, under its own path;
+    symbolic links that loop, lead to a path listed anyway or (unless ``follow_links``) out of the
+    directory are skipped with a warning naming them."""
+    check_bool("follow_links", follow_links)
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     if not items:
         raise ValueError("images must name at least one image file or directory, got none")
@@ -71,10 +57,15 @@ def find_images(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list
             raise TypeError(f"images must be paths (str or os.PathLike), got {type(item).__qualname__}: {item!r}"[:300])
         path = Path(item)
         if path.is_dir():
-            found = [os.path.join(os.fspath(item), *rel.split("/")) for rel in sorted(r for r, _ in _walk(path) if is_image_name(r))]
-            if not found:
-                raise ValueError(f"images: directory {os.fspath(item)!r} contains no image files (suffixes: .jpg, .png, .webp, ...)")
-            out += found
+            skipped: list[tuple[str, str, str]] = []
+            names = sorted(r for r, _ in walk_folder(path, follow_links, skipped) if is_image_name(r))
+            if not names:
+                raise ValueError(f"images: directory {os.fspath(item)!r} contains no image files (suffixes: .jpg, .png, .webp, ...)"
+                                 f"{links_note(skipped)}")  # fmt: skip
+            skiplog = SkipLog()
+            skiplog.extend(skipped)
+            skiplog.warn(f"in {os.fspath(item)}")
+            out += [os.path.join(os.fspath(item), *rel.split("/")) for rel in names]
         elif path.exists():
             out.append(os.fspath(item))
         else:
@@ -107,36 +98,27 @@ class LabelledFiles:
         return os.path.join(self.source, *self.part.split("/")) if self.part else str(self.source)
 
 
-def _safe_member_name(name: str) -> str | None:
-    """An archive member's relative posix name without '.' parts; None for absolute names or ones with '..'."""
-    if name.startswith("/"):
-        return None
-    parts = [x for x in name.split("/") if x and x != "."]
-    return None if ".." in parts else ("/".join(parts) or None)
+def list_labelled(path: str | os.PathLike, *, follow_links: bool = False) -> LabelledFiles:
+    """Every image of a class-folder tree or archive (see the module docstring for the layouts).
 
-
-def _archive_members(path: Path) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo, str | None]]:
-    # Streaming mode: one forward pass, no seeks (a gzip stream cannot seek backwards cheaply).
-    try:
-        with tarfile.open(path, mode="r|*") as tar:
-            for m in tar:
-                if m.isfile():
-                    yield tar, m, _safe_member_name(m.name)
-    except (tarfile.TarError, EOFError, OSError) as e:
-        raise ValueError(f"data {str(path)!r} is not a readable tar archive ({type(e).__name__}: {e})") from e
-
-
-def list_labelled(path: str | os.PathLike) -> LabelledFiles:
-    """Every image of a class-folder tree or archive (see the module docstring for the layouts)."""
+    A folder is walked as training walks one (``FolderSource``): a file's class is the folder it is
+    in, links that loop or lead to a path listed anyway are skipped, and links out of the folder
+    too unless ``follow_links``; skipped links are recorded in ``skiplog``. A truncated or corrupt
+    archive is a ValueError naming it."""
+    check_bool("follow_links", follow_links)
     source = Path(path).expanduser()
     if not source.exists():
         raise FileNotFoundError(f"data must be an existing folder or .tar/.tar.gz/.tgz archive, got {os.fspath(path)!r}")
     skiplog = SkipLog()
+    links = ""
     if source.is_dir():
-        kind, listing = "folder", list(_walk(source))
+        skipped: list[tuple[str, str, str]] = []
+        kind, listing = "folder", list(walk_folder(source, follow_links, skipped))
+        skiplog.extend(skipped)
+        links = links_note(skipped)
     elif is_archive(source):
         kind, listing = "archive", []
-        for _, m, name in _archive_members(source):
+        for _, m, name in ArchiveSource(source).members():
             if name is None:
                 skiplog.add(m.name, skips.UNSAFE)
             else:
@@ -144,9 +126,9 @@ def list_labelled(path: str | os.PathLike) -> LabelledFiles:
     else:
         raise ValueError(f"data must be a folder or a .tar/.tar.gz/.tgz archive of class folders, got the file {os.fspath(path)!r}")
     where = str(source)
-    entries = [(tuple(n.split("/")), n, s) for n, s in listing if not _hidden(n.split("/"))]
+    entries = [(tuple(n.split("/")), n, s) for n, s in listing if not is_junk(tuple(n.split("/")))]
     if not entries:
-        raise ValueError(f"data {where!r} contains no files (expected class folders of images)")
+        raise ValueError(f"data {where!r} contains no files (expected class folders of images){links}")
 
     base: tuple[str, ...] = ()
     firsts = {p[0] for p, _, _ in entries}
@@ -186,7 +168,7 @@ def list_labelled(path: str | os.PathLike) -> LabelledFiles:
             groups.setdefault(rel[0], []).append(name)
     classes = sorted(groups)
     if not classes:
-        raise ValueError(f"data {where!r}{f' ({part}/)' if part else ''} has no class folders with images")
+        raise ValueError(f"data {where!r}{f' ({part}/)' if part else ''} has no class folders with images{links}")
     names, labels = [], []
     for i, c in enumerate(classes):
         files = sorted(groups[c])
@@ -224,10 +206,6 @@ def _collate(items: list) -> tuple[torch.Tensor | None, list[int], list[tuple[in
     return (torch.stack([it[0] for it in good]) if good else None), [it[1] for it in good], failed
 
 
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)  # workers decode with PIL; torch threads would only oversubscribe the cores
-
-
 def default_workers(n: int) -> int:
     return min(4, os.cpu_count() or 1) if n >= _POOL_MIN else 0
 
@@ -248,18 +226,20 @@ def file_batches(
 
 
 def archive_batches(path: Path, names: Sequence[str], transform: EvalTransform, batch_size: int) -> Iterator[Batch]:
-    """Batches of the wanted members of an archive, decoded in one streaming pass (in archive order)."""
+    """Batches of the wanted members of an archive, decoded in one streaming pass (in archive order);
+    an archive that cannot be read to its end is a ValueError naming it (``ArchiveSource.members``)."""
+    source = ArchiveSource(path)
     index = {n: i for i, n in enumerate(names)}
     images: list[torch.Tensor] = []
     ok: list[int] = []
     failed: list[tuple[int, str]] = []
-    for tar, m, name in _archive_members(path):
+    for tar, m, name in source.members():
         i = index.pop(name, None) if name is not None else None
         if i is None:
             continue
+        data = source.member_bytes(tar, m)  # a member cut short: the archive's error, outside the decoding's
         try:
-            f = tar.extractfile(m)
-            images.append(transform.uint8(decode_image(f.read() if f is not None else b"", name)))
+            images.append(transform.uint8(decode_image(data if data is not None else b"", name)))
             ok.append(i)
         except UnreadableImageError as e:
             failed.append((i, e.detail))

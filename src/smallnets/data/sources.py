@@ -53,7 +53,8 @@ class Catalog:
         return cls(tuple(meta["classes"]), tuple(names), tuple(labels), tuple(parts), meta["layout"], tuple(tuple(s) for s in meta["skipped"]))
 
 
-def _junk(parts: tuple[str, ...]) -> bool:
+def is_junk(parts: tuple[str, ...]) -> bool:
+    """Hidden parts (.name) and ``__MACOSX``: left out of every listing, silently."""
     return any(p.startswith(".") or p == "__MACOSX" for p in parts)
 
 
@@ -62,11 +63,10 @@ def catalog_from_listing(listing: Iterable[tuple[str, int]], where: str, *, limi
     entries = []
     for name, size in listing:
         parts = tuple(name.split("/"))  # names are normalised relative posix paths
-        if parts and not _junk(parts):
+        if parts and not is_junk(parts):
             entries.append((parts, name, size))
     skipped = list(pre_skipped)
-    outside = sum(1 for _, reason, _ in skipped if reason == skips.LINK_OUTSIDE)
-    links = f"; {outside} link(s) outside the data folder were not followed (follow_links=True follows them)" if outside else ""
+    links = links_note(skipped)
     if not entries:
         raise ValueError(f"path {where!r} contains no files (expected class folders of images){links}")
     depth, layout_note = 0, ""
@@ -139,6 +139,12 @@ def catalog_from_listing(listing: Iterable[tuple[str, int]], where: str, *, limi
     return Catalog(tuple(train_classes), tuple(names), tuple(labels), tuple(parts_out), layout + layout_note, tuple(skipped))
 
 
+def links_note(skipped: Iterable[tuple[str, str, str]]) -> str:
+    """'; N link(s) outside the data folder were not followed (...)' for the skipped links out, else ''."""
+    outside = sum(1 for _, reason, _ in skipped if reason == skips.LINK_OUTSIDE)
+    return f"; {outside} link(s) outside the data folder were not followed (follow_links=True follows them)" if outside else ""
+
+
 def evenly_spaced(n: int, k: int) -> list[int]:
     k = min(n, k)
     return [i * n // k for i in range(k)]
@@ -182,60 +188,10 @@ class FolderSource:
         """(relative posix name, size in bytes; -1 when stat fails) of the files; links not followed go to ``skipped``."""
         out = []
         with Progress(f"listing {self.root}", None, unit="files", enabled=progress) as bar:
-            for rel, size in self._walk([] if skipped is None else skipped):
+            for rel, size in walk_folder(self.root, self.follow_links, [] if skipped is None else skipped):
                 out.append((rel, size))
                 bar.update()
         return out
-
-    def _walk(self, skipped: list[tuple[str, str, str]]) -> Iterator[tuple[str, int]]:
-        root = os.path.realpath(self.root)
-        prefix = os.path.join(root, "")
-
-        def listed(real: str) -> bool:  # a path of the tree that the walk lists under its own name
-            if real != root and not real.startswith(prefix):
-                return False
-            return not _junk(tuple(Path(os.path.relpath(real, root)).parts))
-
-        # (path to list, its name relative to the root, real paths of it and the folders above it, reached through a link)
-        stack: list[tuple[str, str, tuple[str, ...], bool]] = [(os.fspath(self.root), "", (root,), False)]
-        while stack:
-            path, rel_dir, ancestors, via_link = stack.pop()
-            try:
-                with os.scandir(path) as it:
-                    entries = sorted(it, key=lambda e: e.name)
-            except OSError as e:
-                skipped.append((rel_dir or ".", skips.UNREADABLE, f"cannot list the folder: {e.strerror}"))
-                continue
-            folders = []
-            for e in entries:
-                if e.name.startswith("."):
-                    continue  # hidden: left out (as the catalog leaves out __MACOSX)
-                rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
-                try:
-                    is_link, is_dir = e.is_symlink(), e.is_dir()  # is_dir follows links
-                except OSError:
-                    is_link, is_dir = False, False
-                real = os.path.realpath(e.path) if is_link else os.path.join(ancestors[-1], e.name)
-                if (is_link or via_link) and os.path.exists(real):  # a broken link is listed: counted as unreadable
-                    why = None
-                    if is_dir and any(a == real or a.startswith(os.path.join(real, "")) for a in ancestors):  # it is in its target
-                        why = skips.LINK_LOOP
-                    elif listed(real):
-                        why = skips.LINK_LISTED
-                    elif is_link and not self.follow_links and real != root and not real.startswith(prefix):
-                        why = skips.LINK_OUTSIDE
-                    if why is not None:
-                        skipped.append((rel, why, f"-> {real}"))
-                        continue
-                if is_dir:
-                    folders.append((e.path, rel, (*ancestors, real), via_link or is_link))
-                    continue
-                try:
-                    size = e.stat().st_size
-                except OSError:
-                    size = -1  # a broken link, say: counted as unreadable
-                yield rel, size
-            stack.extend(reversed(folders))
 
     def catalog(self, limit_per_class: int | None, progress: bool = False) -> Catalog:
         skipped: list[tuple[str, str, str]] = []
@@ -270,6 +226,59 @@ class FolderSource:
 
     def local_root(self, cache_root: Path, progress: bool) -> Path:
         return self.root
+
+
+def walk_folder(root_path: Path, follow_links: bool, skipped: list[tuple[str, str, str]]) -> Iterator[tuple[str, int]]:
+    """(relative posix name, size in bytes; -1 when stat fails) of every file of the tree at ``root_path``,
+    hidden ones left out, with FolderSource's link policy (see its docstring); links not followed go to ``skipped``."""
+    root = os.path.realpath(root_path)
+    prefix = os.path.join(root, "")
+
+    def listed(real: str) -> bool:  # a path of the tree that the walk lists under its own name
+        if real != root and not real.startswith(prefix):
+            return False
+        return not is_junk(tuple(Path(os.path.relpath(real, root)).parts))
+
+    # (path to list, its name relative to the root, real paths of it and the folders above it, reached through a link)
+    stack: list[tuple[str, str, tuple[str, ...], bool]] = [(os.fspath(root_path), "", (root,), False)]
+    while stack:
+        path, rel_dir, ancestors, via_link = stack.pop()
+        try:
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            skipped.append((rel_dir or ".", skips.UNREADABLE, f"cannot list the folder: {e.strerror}"))
+            continue
+        folders = []
+        for e in entries:
+            if e.name.startswith("."):
+                continue  # hidden: left out (as the catalog leaves out __MACOSX)
+            rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
+            try:
+                is_link, is_dir = e.is_symlink(), e.is_dir()  # is_dir follows links
+            except OSError:
+                is_link, is_dir = False, False
+            real = os.path.realpath(e.path) if is_link else os.path.join(ancestors[-1], e.name)
+            if (is_link or via_link) and os.path.exists(real):  # a broken link is listed: counted as unreadable
+                why = None
+                if is_dir and any(a == real or a.startswith(os.path.join(real, "")) for a in ancestors):  # it is in its target
+                    why = skips.LINK_LOOP
+                elif listed(real):
+                    why = skips.LINK_LISTED
+                elif is_link and not follow_links and real != root and not real.startswith(prefix):
+                    why = skips.LINK_OUTSIDE
+                if why is not None:
+                    skipped.append((rel, why, f"-> {real}"))
+                    continue
+            if is_dir:
+                folders.append((e.path, rel, (*ancestors, real), via_link or is_link))
+                continue
+            try:
+                size = e.stat().st_size
+            except OSError:
+                size = -1  # a broken link, say: counted as unreadable
+            yield rel, size
+        stack.extend(reversed(folders))
 
 
 def _safe_member_name(name: str) -> str | None:
@@ -308,10 +317,10 @@ class ArchiveSource:
     def describe(self) -> dict:
         return {"kind": self.kind, "path": str(self.path), "bytes": self.path.stat().st_size}
 
-    def _members(self, bar: Progress | None = None) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo, str | None]]:
+    def members(self, bar: Progress | None = None) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo, str | None]]:
         """Every regular file member, with its safe name (None: unsafe); a truncated or corrupt archive is a ValueError.
 
-        Read a member's bytes with ``_bytes`` / ``_copy``, which report errors the same way: an error met
+        Read a member's bytes with ``member_bytes`` / ``_copy``, which report errors the same way: an error met
         while the caller reads a member is raised in the caller's frame, outside this generator.
         """
         ends: list[tarfile.HeaderError] = []
@@ -348,8 +357,8 @@ class ArchiveSource:
         return ValueError(f"path {str(self.path)!r}: the archive is truncated or corrupt: reading stopped after {seen} member(s), "
                           f"at {last!r} ({why}); download or pack it again")  # fmt: skip
 
-    def _bytes(self, tar: tarfile.TarFile, m: tarfile.TarInfo) -> bytes | None:
-        """A member's bytes (None: no data), read under the same error reporting as ``_members``."""
+    def member_bytes(self, tar: tarfile.TarFile, m: tarfile.TarInfo) -> bytes | None:
+        """A member's bytes (None: no data), read under the same error reporting as ``members``."""
         try:
             f = tar.extractfile(m)
             return f.read() if f is not None else None
@@ -373,7 +382,7 @@ class ArchiveSource:
         kept: dict[str, bytes] | None = {}
         budget = self.KEEP_BYTES
         bar = Progress(f"reading {self.path.name}", self.path.stat().st_size, unit="bytes", enabled=progress)
-        for tar, m, name in self._members(bar):
+        for tar, m, name in self.members(bar):
             if name is None:
                 unsafe.append((m.name, skips.UNSAFE, ""))
                 continue
@@ -383,7 +392,7 @@ class ArchiveSource:
                 if budget < 0:
                     kept = None  # too big to hold: ``read`` streams the archive again
                 else:
-                    kept[name] = self._bytes(tar, m) or b""
+                    kept[name] = self.member_bytes(tar, m) or b""
         bar.update(bar.total - bar.done)
         bar.close()
         self._kept = kept
@@ -392,10 +401,10 @@ class ArchiveSource:
     def sample_sizes(self, catalog: Catalog | None = None) -> list[tuple[int, int]]:
         """Sizes of the first images in archive order (stops reading early: cheap even for big archives)."""
         sizes = []
-        for tar, m, name in self._members():
-            if name is None or not is_image_name(name) or _junk(tuple(name.split("/"))):
+        for tar, m, name in self.members():
+            if name is None or not is_image_name(name) or is_junk(tuple(name.split("/"))):
                 continue
-            data = self._bytes(tar, m)
+            data = self.member_bytes(tar, m)
             size = image_size(data) if data is not None else None
             if size is not None:
                 sizes.append(size)
@@ -413,9 +422,9 @@ class ArchiveSource:
             yield from ((n, kept[n]) for n in names)
             return
         wanted = set(names)
-        for tar, m, name in self._members():
+        for tar, m, name in self.members():
             if name in wanted:
-                data = self._bytes(tar, m)
+                data = self.member_bytes(tar, m)
                 yield name, data if data is not None else OSError("no data")
 
     def local_root(self, cache_root: Path, progress: bool) -> Path:
@@ -429,7 +438,7 @@ class ArchiveSource:
         tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest.parent))
         try:
             with Progress(f"extracting {self.path.name}", None, unit="files", enabled=progress) as bar:
-                for tar, m, name in self._members():
+                for tar, m, name in self.members():
                     if name is None:
                         continue
                     target = tmp / name
