@@ -1,4 +1,4 @@
-"""Shared layers: the fast strided depthwise path, TF "SAME" padding, channel shuffle in either memory format."""
+"""Shared layers: the switchable fp32 detour for strided depthwise convs, TF "SAME" padding, channel shuffle in either memory format."""
 
 from __future__ import annotations
 
@@ -7,14 +7,19 @@ import torch
 import torch.nn.functional as F
 
 import smallnets
-from smallnets.layers import Conv2d, ConvNormAct, channel_shuffle
+from smallnets.fast_cpu import fp32_strided_depthwise
+from smallnets.layers import ConvNormAct, channel_shuffle
 
 
-def _grads(conv: Conv2d, x0: torch.Tensor, gy: torch.Tensor, *, autocast: bool, plain: bool = False):
+def _grads(conv: torch.nn.Conv2d, x0: torch.Tensor, gy: torch.Tensor, *, autocast: bool, plain: bool = False):
     x = x0.clone().requires_grad_()
     conv.zero_grad()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        y = torch.nn.Conv2d.forward(conv, x) if plain else conv(x)
+        if plain:
+            y = conv(x)
+        else:
+            with fp32_strided_depthwise():
+                y = conv(x)
     y.backward(gy.to(y.dtype))
     return y.detach(), x.grad, conv.weight.grad.clone()
 
@@ -22,7 +27,7 @@ def _grads(conv: Conv2d, x0: torch.Tensor, gy: torch.Tensor, *, autocast: bool, 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_strided_depthwise_under_bf16_autocast_is_at_least_as_accurate_as_the_plain_path(channels_last):
     torch.manual_seed(0)
-    conv = Conv2d(16, 16, 3, 2, 1, groups=16, bias=False)
+    conv = torch.nn.Conv2d(16, 16, 3, 2, 1, groups=16, bias=False)
     x0 = torch.randn(4, 16, 12, 12)
     if channels_last:
         x0 = x0.contiguous(memory_format=torch.channels_last)
@@ -41,7 +46,29 @@ def test_strided_depthwise_under_bf16_autocast_is_at_least_as_accurate_as_the_pl
         err_plain = float((plain[i].float() - ref[i].float()).norm() / ref[i].float().norm())
         assert err_fast < 5e-3 and err_fast <= err_plain * 1.01
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # inference keeps the plain (fast) path
-        assert torch.equal(conv(x0), torch.nn.Conv2d.forward(conv, x0))
+        plain_y = conv(x0)
+        with fp32_strided_depthwise():
+            assert torch.equal(conv(x0), plain_y)
+
+
+def test_every_model_is_made_of_plain_convolutions():
+    # quantization and export tools match exact module types (type(m) is nn.Conv2d)
+    for name in ("mobilenet_v2", "efficientnet_b0", "shufflenet_v2", "squeezenet1_1", "densenet121", "xception"):
+        with torch.device("meta"):
+            model = smallnets.create_model(name)
+        convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert convs and all(type(m) is torch.nn.Conv2d for m in convs), name
+
+
+def test_the_detour_touches_only_strided_depthwise_convs():
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 8, 8, requires_grad=True)
+    for conv in (torch.nn.Conv2d(8, 8, 3, 1, 1, groups=8), torch.nn.Conv2d(8, 8, 3, 2, 1), torch.nn.Conv2d(8, 16, 1)):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            plain = conv(x)
+            with fp32_strided_depthwise():
+                detour = conv(x)
+        assert torch.equal(plain, detour)
 
 
 @pytest.mark.parametrize("size", [7, 8, 224, 225])
@@ -58,8 +85,8 @@ def test_same_padding_matches_tensorflow(size, kernel):
     y = unit(x)
     assert y.shape[-1] == out and torch.allclose(y, expected, atol=1e-6)
     assert ConvNormAct(3, 4, 3, 1, padding="same").conv.padding == (1, 1)  # stride 1: plain symmetric padding
-    with pytest.raises(ValueError, match="padding must be 0 with same_padding=True"):
-        Conv2d(3, 4, 3, 2, 1, same_padding=True)
+    assert not hasattr(ConvNormAct(3, 4, 3, 1, padding="same"), "pad")
+    assert set(unit.state_dict()) == {"conv.weight", "conv.bias"}  # the pad part has no parameters: keys unchanged
 
 
 def test_tf_efficientnet_differs_only_in_padding():

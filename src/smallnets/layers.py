@@ -12,75 +12,30 @@ from smallnets.arch.spec import make_divisible, round_repeats  # noqa: F401  (on
 ModuleFactory = Callable[[], nn.Module]
 
 
-def _memory_format(x: torch.Tensor) -> torch.memory_format:
+def memory_format(x: torch.Tensor) -> torch.memory_format:
+    """channels_last for a 4-D tensor stored so (and not also NCHW-contiguous), else contiguous_format."""
     cl = torch.channels_last
     return cl if x.dim() == 4 and x.is_contiguous(memory_format=cl) and not x.is_contiguous() else torch.contiguous_format
 
 
-class _Recast(torch.autograd.Function):
-    """``x.to(dtype, memory_format=fmt)`` whose gradient comes back in ``x``'s dtype *and layout*.
+class SamePad2d(nn.Module):
+    """TensorFlow's "SAME" padding for a conv of ``kernel_size`` / ``stride``: total pad
+    ``max((ceil(in / s) - 1) * s + (k - 1) * d + 1 - in, 0)``, the odd pixel at the bottom / right.
+    Computed per input size (TF-ported EfficientNets need it at any stride); no parameters."""
 
-    (Autograd's own ``to`` backward keeps the gradient's layout, so a channels-last detour would
-    send a channels-last gradient into NCHW layers, whose backward kernels then run several times
-    slower on mixed layouts.)
-    """
+    def __init__(self, kernel_size: int, stride: int = 1, dilation: int = 1):
+        super().__init__()
+        self.kernel_size, self.stride, self.dilation = kernel_size, stride, dilation
 
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, dtype: torch.dtype, fmt: torch.memory_format) -> torch.Tensor:
-        ctx.dtype, ctx.fmt = x.dtype, _memory_format(x)
-        return x.to(dtype, memory_format=fmt)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return grad.to(ctx.dtype, memory_format=ctx.fmt), None, None
-
-
-class Conv2d(nn.Conv2d):
-    """``nn.Conv2d`` (same parameters, same state dict) that trains a strided depthwise conv fast on CPU.
-
-    Under CPU bf16 autocast, oneDNN's backward pass of a *strided depthwise* convolution is 5-15x
-    slower than in fp32 (about 20 ms for any size at batch 128, measured on this project's CPU;
-    ``benchmarks/train_throughput.py``). When gradients are needed there, this layer computes that
-    one convolution in fp32 and hands a bf16 result on, as autocast would. Inference and every
-    other case run the plain ``nn.Conv2d`` path.
-    """
-
-    def __init__(self, *args, same_padding: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-        # TensorFlow's "SAME" padding: total pad max((ceil(in / s) - 1) * s + (k - 1) * d + 1 - in, 0),
-        # the odd pixel at the bottom / right. Computed per input size, so it is padded in forward.
-        self.same_padding = same_padding
-        if same_padding and self.padding != (0, 0):
-            raise ValueError(f"padding must be 0 with same_padding=True, got {self.padding}")
-
-    def _same_pad(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads = []
-        for size, k, s, d in zip(x.shape[-1:-3:-1], self.kernel_size[::-1], self.stride[::-1], self.dilation[::-1]):
-            total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+        for size in (x.shape[-1], x.shape[-2]):  # F.pad takes the last dimension first
+            total = max((-(-size // self.stride) - 1) * self.stride + (self.kernel_size - 1) * self.dilation + 1 - size, 0)
             pads += [total // 2, total - total // 2]
         return nn.functional.pad(x, pads) if any(pads) else x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.same_padding:
-            x = self._same_pad(x)
-        if (
-            x.device.type == "cpu"
-            and self.groups > 1
-            and self.groups == self.in_channels
-            and self.stride != (1, 1)
-            and torch.is_grad_enabled()
-            and torch.is_autocast_enabled("cpu")
-            and torch.get_autocast_dtype("cpu") == torch.bfloat16
-        ):
-            with torch.autocast("cpu", enabled=False):
-                weight = self.weight.float()
-                bias = None if self.bias is None else self.bias.float()
-                # fp32 channels-last: oneDNN's strided depthwise kernels run it 2-3x faster than NCHW
-                # (the dtype casts copy anyway, so the layout change is free); the result is handed
-                # back in the input's layout
-                y = self._conv_forward(_Recast.apply(x, torch.float32, torch.channels_last), weight, bias)
-                return _Recast.apply(y, torch.bfloat16, _memory_format(x))
-        return super().forward(x)
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, dilation={self.dilation}"
 
 
 class ConvNormAct(nn.Sequential):
@@ -117,7 +72,9 @@ class ConvNormAct(nn.Sequential):
             padding = dilation * (kernel_size - 1) // 2
         if bias is None:
             bias = norm is None
-        self.conv = Conv2d(in_chs, out_chs, kernel_size, stride, padding, dilation=dilation, groups=groups, bias=bias, same_padding=same)
+        if same:  # a part without parameters: the state-dict keys stay conv.*, bn.*
+            self.pad = SamePad2d(kernel_size, stride, dilation)
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, dilation=dilation, groups=groups, bias=bias)
         if norm is not None:
             self.bn = norm(out_chs)
         if act is not None:
@@ -172,7 +129,7 @@ class DropPath(nn.Module):
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """ShuffleNet's channel shuffle: reshape channels to (groups, c/groups), transpose, flatten."""
     n, c, h, w = x.shape
-    if _memory_format(x) is torch.channels_last:
+    if memory_format(x) is torch.channels_last:
         # channels-last: shuffle the innermost (channel) axis and stay channels-last, rather than
         # letting reshape fall back to a contiguous NCHW copy that the next conv converts back
         nhwc = x.permute(0, 2, 3, 1)
