@@ -11,9 +11,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import smallnets
+from smallnets.arch.shufflenet import ShuffleNetV1Spec, ShuffleNetV2Spec, ShuffleV1Block, ShuffleV2Block, shufflenet_v1
+from smallnets.arch.spec import ArchSpec
 from smallnets.layers import ChannelShuffle, channel_shuffle
 from smallnets.models.shufflenet import (
     ShuffleNetV1,
+    ShuffleNetV2,
     ShuffleV1DownUnit,
     ShuffleV1Unit,
     ShuffleV2DownUnit,
@@ -77,7 +80,7 @@ def test_channel_shuffle_interleaves_groups_like_figure_1():
 
 def test_v1_stride2_unit_concatenates_avgpool_and_branch():
     torch.manual_seed(0)
-    unit = ShuffleV1DownUnit(12, 60, 15, groups=3, pw1_groups=3).eval()
+    unit = ShuffleV1DownUnit(ShuffleV1Block(kind="down", in_chs=12, out_chs=60, mid_chs=15, stride=2, groups=3, pw1_groups=3)).eval()
     x = torch.randn(2, 12, 8, 8)
     out = unit(x)
     assert unit.branch.pw2.conv.out_channels == 60 - 12
@@ -88,7 +91,7 @@ def test_v1_stride2_unit_concatenates_avgpool_and_branch():
 
 def test_v1_stride1_unit_adds_identity_then_relu():
     torch.manual_seed(0)
-    unit = ShuffleV1Unit(24, 6, groups=3, pw1_groups=3).eval()
+    unit = ShuffleV1Unit(ShuffleV1Block(in_chs=24, out_chs=24, mid_chs=6, groups=3, pw1_groups=3)).eval()
     x = torch.randn(2, 24, 5, 5)
     torch.testing.assert_close(unit(x), F.relu(x + unit.branch(x)))
     nn.init.zeros_(unit.branch.pw2.bn.weight)  # branch outputs zero: the unit is relu(identity)
@@ -96,7 +99,7 @@ def test_v1_stride1_unit_adds_identity_then_relu():
 
 
 def test_v1_unit_layers_follow_figure_2():
-    unit = ShuffleV1Unit(240, 60, groups=3, pw1_groups=3)
+    unit = ShuffleV1Unit(ShuffleV1Block(in_chs=240, out_chs=240, mid_chs=60, groups=3, pw1_groups=3))
     assert [type(m).__name__ for m in unit.branch] == ["ConvNormAct", "ChannelShuffle", "ConvNormAct", "ConvNormAct"]
     assert unit.branch.shuffle.groups == 3
     assert hasattr(unit.branch.pw1, "act") and not hasattr(unit.branch.dw, "act") and not hasattr(unit.branch.pw2, "act")
@@ -175,7 +178,7 @@ def test_v1_forward_backward_small():
 
 
 def test_v1_state_dict_keys():
-    keys = set(ShuffleNetV1(num_classes=10, width_mult=0.25).state_dict())
+    keys = set(ShuffleNetV1(shufflenet_v1(num_classes=10, width_mult=0.25)).state_dict())
     for key in (
         "stem.conv.conv.weight",
         "stem.conv.bn.running_var",
@@ -197,7 +200,7 @@ def test_v1_state_dict_keys():
 
 def test_v2_stride1_unit_splits_and_keeps_half_untouched():
     torch.manual_seed(0)
-    unit = ShuffleV2Unit(8).eval()
+    unit = ShuffleV2Unit(ShuffleV2Block(in_chs=8, out_chs=8, mid_chs=4, left_chs=4)).eval()
     x = torch.randn(2, 8, 5, 5)
     out = unit(x)
     # concat(left half, branch(right half)), then shuffle with 2 groups: even channels are x[:, :4].
@@ -208,7 +211,7 @@ def test_v2_stride1_unit_splits_and_keeps_half_untouched():
 
 def test_v2_stride2_unit_concatenates_both_branches():
     torch.manual_seed(0)
-    unit = ShuffleV2DownUnit(24, 48).eval()
+    unit = ShuffleV2DownUnit(ShuffleV2Block(kind="down", in_chs=24, out_chs=48, mid_chs=24, left_chs=24, stride=2)).eval()
     x = torch.randn(2, 24, 8, 8)
     out = unit(x)
     assert out.shape == (2, 48, 4, 4)
@@ -300,3 +303,143 @@ def test_metadata_and_published():
     assert v2.published_for().top1 == pytest.approx(69.4)
     assert v2.published_for({"width_mult": 0.5}).top1 == pytest.approx(60.3)
     assert v2.published_for({"width_mult": 2.0}).macs == 591e6
+
+
+# ------------------------------------------------------------------------------------------
+# Architecture as a value: the spec
+
+
+@pytest.mark.parametrize(
+    "name, knobs",
+    [
+        ("shufflenet_v1", {}),
+        ("shufflenet_v1", {"groups": 8, "width_mult": 0.5, "cifar": True}),
+        ("shufflenet_v2", {}),
+        ("shufflenet_v2", {"width_mult": 2.0}),
+    ],
+)
+def test_spec_round_trips_through_json_and_builds_the_zoo_model(name, knobs):
+    spec = smallnets.model_spec(name, num_classes=10, **knobs)
+    assert type(spec) is {"shufflenet_v1": ShuffleNetV1Spec, "shufflenet_v2": ShuffleNetV2Spec}[name]
+    again = ArchSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+    assert again == spec and type(again) is type(spec)
+    with torch.device("meta"):
+        built, zoo = smallnets.build_model(again), smallnets.create_model(name, num_classes=10, **knobs)
+    assert [(k, v.shape) for k, v in built.state_dict().items()] == [(k, v.shape) for k, v in zoo.state_dict().items()]
+    assert repr(built) == repr(zoo) and zoo.spec == spec
+
+
+def test_v1_spec_spells_out_every_unit():
+    spec = smallnets.model_spec("shufflenet_v1")  # 1x, g = 3
+    assert (spec.stem.out_chs, spec.stem.stride, spec.stem.pool) == (24, 2, True)
+    first, second = spec.stages[0][:2]
+    assert first == ShuffleV1Block(kind="down", in_chs=24, out_chs=240, mid_chs=60, stride=2, groups=3, pw1_groups=1)
+    assert second == ShuffleV1Block(kind="residual", in_chs=240, out_chs=240, mid_chs=60, stride=1, groups=3, pw1_groups=3)
+    assert first.branch_out_chs == 216 and [len(s) for s in spec.stages] == [4, 8, 4] and spec.num_features == 960
+    cifar = smallnets.model_spec("shufflenet_v1", cifar=True)
+    assert (cifar.stem.stride, cifar.stem.pool, cifar.resolution) == (1, False, 32) and cifar.stages == spec.stages
+
+
+def test_v2_spec_spells_out_every_unit():
+    spec = smallnets.model_spec("shufflenet_v2", width_mult=0.5)
+    assert spec.stages[0][0] == ShuffleV2Block(kind="down", in_chs=24, out_chs=48, mid_chs=24, left_chs=24, stride=2)
+    assert spec.stages[0][1] == ShuffleV2Block(kind="split", in_chs=48, out_chs=48, mid_chs=24, left_chs=24, stride=1)
+    assert spec.neck_chs == spec.num_features == 1024
+
+
+def _pruned_v1() -> dict:
+    """ShuffleNet v1 1x (g = 3) hand-edited as JSON: widths unit by unit that no knob gives."""
+    d = smallnets.model_spec("shufflenet_v1", num_classes=5, cifar=True).to_dict()
+    d["stages"][1][3]["mid_chs"] = 42  # one unit's bottleneck
+    for unit in d["stages"][0]:  # stage 2 narrowed 240 -> 204, carried through its residual units
+        unit["out_chs"] = 204
+        if unit["kind"] == "residual":
+            unit["in_chs"] = 204
+    d["stages"][1][0]["in_chs"] = 204  # and into stage 3's first unit
+    return d
+
+
+def _pruned_v2() -> dict:
+    d = smallnets.model_spec("shufflenet_v2", num_classes=5, cifar=True).to_dict()  # 1x: 116, 232, 464
+    d["stages"][1][2].update(left_chs=100, mid_chs=90)  # an uneven split: branch 132 -> 90 -> 132
+    d["stages"][2][0].update(out_chs=400, left_chs=150, mid_chs=120)  # stage 4 narrowed to 400 (shortcut 150 + branch 250)
+    for unit in d["stages"][2][1:]:
+        unit.update(in_chs=400, out_chs=400, left_chs=200, mid_chs=160)
+    d["neck_chs"] = 512
+    return d
+
+
+def test_a_hand_edited_v1_spec_builds_with_its_widths():
+    spec = ArchSpec.from_dict(_pruned_v1())
+    torch.manual_seed(0)
+    model = smallnets.model_from_spec(spec)
+    assert model.spec == spec
+    unit = model.stages[1][3].branch
+    assert unit.pw1.conv.weight.shape == (42, 480 // 3, 1, 1) and unit.dw.conv.weight.shape == (42, 1, 3, 3)
+    assert unit.pw2.conv.weight.shape == (480, 42 // 3, 1, 1)
+    assert model.stages[0][0].branch.pw2.conv.out_channels == 204 - 24
+    assert model.stages[0][1].branch.pw1.conv.weight.shape == (60, 204 // 3, 1, 1)
+    assert model.stages[1][0].branch.pw1.conv.in_channels == 204 and model.stages[1][0].branch.pw2.conv.out_channels == 480 - 204
+    x = torch.randn(2, 3, 32, 32)
+    assert [f.shape[1] for f in model.forward_stages(x)] == [204, 480, 960]
+    out = model(x)
+    assert out.shape == (2, 5)
+    out.logsumexp(1).mean().backward()
+
+
+def test_a_hand_edited_v2_spec_builds_with_its_widths():
+    spec = ArchSpec.from_dict(_pruned_v2())
+    torch.manual_seed(0)
+    model = smallnets.model_from_spec(spec).eval()
+    assert isinstance(model, ShuffleNetV2) and model.spec == spec
+    unit = model.stages[1][2]
+    assert unit.branch.pw1.conv.weight.shape == (90, 132, 1, 1) and unit.branch.pw2.conv.weight.shape == (132, 90, 1, 1)
+    x = torch.randn(1, 232, 4, 4)
+    out = unit(x)
+    torch.testing.assert_close(torch.cat((x[:, :100], unit.branch(x[:, 100:])), 1), out.view(1, 116, 2, 4, 4).transpose(1, 2).reshape(1, 232, 4, 4))
+    down = model.stages[2][0]
+    assert down.shortcut.pw.conv.out_channels == 150 and down.branch.pw1.conv.out_channels == 120 and down.branch.pw2.conv.out_channels == 250
+    assert model.stages[2][1].branch.pw1.conv.weight.shape == (160, 200, 1, 1)
+    assert model.neck.conv.weight.shape == (512, 400, 1, 1) and model.classifier.fc.in_features == 512
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 5)
+
+
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (lambda d: d["stages"][1][0].update(in_chs=201), "ShuffleNetV1Spec: stages[1][0].in_chs must be the previous layer's 240 channels, got 201"),
+        (lambda d: d["stages"][1][3].update(mid_chs=40), "groups=3 must divide mid_chs, got mid_chs=40"),
+        (lambda d: d["stages"][0][0].update(out_chs=250), "groups=3 must divide branch_out_chs, got branch_out_chs=226"),
+        (lambda d: d["stages"][0][1].update(out_chs=204), "a residual unit adds its input, so out_chs must equal in_chs 240, got 204"),
+        (lambda d: d["stages"][0][0].update(out_chs=24), "a down unit concatenates its 24-channel shortcut, so out_chs must exceed in_chs, got 24"),
+        (lambda d: d["stages"][0][0].update(stride=1), "a down unit has stride 2"),
+        (lambda d: d["stages"][0][1].update(kind="concat"), "kind must be one of 'residual', 'down'; got 'concat'"),
+        (lambda d: d["stages"][0][0].update(pw1_groups=5), "pw1_groups=5 must divide in_chs, got in_chs=24"),
+        (lambda d: d["stages"][0][1].update(left_chs=10), "unknown field 'left_chs' for ShuffleV1Block"),
+        (lambda d: d["stem"].update(out_chs=0), "out_chs must be an integer >= 1, got 0"),
+    ],
+)
+def test_an_inconsistent_v1_spec_is_refused(edit, words):
+    d = smallnets.model_spec("shufflenet_v1").to_dict()
+    edit(d)
+    with pytest.raises(ValueError) as err:
+        ArchSpec.from_dict(d)
+    assert words in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (lambda d: d["stages"][2][0].update(in_chs=230), "ShuffleNetV2Spec: stages[2][0].in_chs must be the previous layer's 232 channels, got 230"),
+        (lambda d: d["stages"][1][0].update(out_chs=233), "the channel shuffle's groups=2 must divide out_chs, got out_chs=233"),
+        (lambda d: d["stages"][1][1].update(left_chs=232), "left_chs must leave the branch some of the 232 input channels, got 232"),
+        (lambda d: d["stages"][1][1].update(stride=2), "a split unit has stride 1"),
+        (lambda d: d.update(neck_chs=0), "neck_chs must be an integer >= 1, got 0"),
+    ],
+)
+def test_an_inconsistent_v2_spec_is_refused(edit, words):
+    d = smallnets.model_spec("shufflenet_v2").to_dict()
+    edit(d)
+    with pytest.raises(ValueError) as err:
+        ArchSpec.from_dict(d)
+    assert words in str(err.value)

@@ -13,7 +13,9 @@ from torch import nn
 
 import smallnets
 from conftest import shared_path
-from smallnets.models.squeezenet import BypassFire, Fire, FireRow, fire_table
+from smallnets.arch.spec import ArchSpec
+from smallnets.arch.squeezenet import Conv1, FireBlock, SqueezeNetSpec, fire_table
+from smallnets.models.squeezenet import BypassFire, Fire
 
 PAPER_TABLES = Path(__file__).resolve().parents[2] / "shared/reference/paper_tables.json"
 MODELS = ("squeezenet", "squeezenet1_0", "squeezenet1_1")
@@ -78,7 +80,7 @@ def test_fire_table_defaults_are_table1():
 
 def test_fire_module_is_squeeze_then_concatenated_expands():
     torch.manual_seed(0)
-    fire = Fire(10, FireRow(squeeze=3, expand1x1=4, expand3x3=5)).eval()
+    fire = Fire(FireBlock(in_chs=10, squeeze=3, expand1x1=4, expand3x3=5)).eval()
     x = torch.randn(2, 10, 6, 6)
     s = F.relu(F.conv2d(x, fire.squeeze.conv.weight, fire.squeeze.conv.bias))
     e1 = F.relu(F.conv2d(s, fire.expand1x1.conv.weight, fire.expand1x1.conv.bias))
@@ -245,7 +247,7 @@ def test_complex_bypass_adds_1x1_convs_around_fire2_4_6_8():
     assert smallnets.count_params(complex_) - smallnets.count_params(plain) == extra == 341_248
 
     torch.manual_seed(0)
-    fire = BypassFire(6, FireRow(squeeze=2, expand1x1=4, expand3x3=4), smallnets.layers.ConvNormAct(6, 8, 1, norm=None, act=None))
+    fire = BypassFire(FireBlock(in_chs=6, squeeze=2, expand1x1=4, expand3x3=4, bypass="conv"))
     x = torch.randn(2, 6, 5, 5)
     torch.testing.assert_close(fire(x), Fire.forward(fire, x) + F.conv2d(x, fire.bypass.conv.weight, fire.bypass.conv.bias))
 
@@ -389,3 +391,96 @@ def test_reproduces_torchvision_squeezenet1_1_logits():
     with torch.no_grad():
         logits = model(io["input"])
     torch.testing.assert_close(logits, io["logits"], rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------
+# The spec: every fire's widths, the pools, conv1 and the bypasses explicit
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_spec_round_trips_through_json_and_builds_the_zoo_model(name):
+    spec = smallnets.model_spec(name, num_classes=10)
+    assert isinstance(spec, SqueezeNetSpec) and spec.resolution == 224
+    again = ArchSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+    assert again == spec and type(again) is SqueezeNetSpec
+    torch.manual_seed(0)
+    built = smallnets.build_model(again)
+    torch.manual_seed(0)
+    zoo = smallnets.create_model(name, num_classes=10)
+    assert zoo.spec == spec and built.spec == spec
+    assert [(k, v.shape) for k, v in built.state_dict().items()] == [(k, v.shape) for k, v in zoo.state_dict().items()]
+    assert all(torch.equal(a, b) for a, b in zip(built.state_dict().values(), zoo.state_dict().values()))
+    assert repr(built) == repr(zoo)
+
+
+def test_spec_states_conv1_pools_fire_widths_and_bypasses():
+    v10, v11 = smallnets.model_spec("squeezenet1_0"), smallnets.model_spec("squeezenet1_1")
+    assert (v10.conv1.out_chs, v10.conv1.kernel, v10.conv1.stride, v10.conv1.padding) == (96, 7, 2, 0)
+    assert (v11.conv1.out_chs, v11.conv1.kernel, v11.conv1.stride, v11.conv1.padding) == (64, 3, 2, 0)
+    assert [(s.pool, len(s.fires)) for s in v10.stages] == [(False, 3), (True, 4), (True, 1)]
+    assert [(s.pool, len(s.fires)) for s in v11.stages] == [(False, 2), (True, 2), (True, 4)]
+    for spec in (v10, v11):
+        assert [(f.squeeze, f.expand1x1, f.expand3x3) for f in spec.fires] == list(TABLE1)
+        assert {f.bypass for f in spec.fires} == {"none"} and spec.drop_rate == 0.5 and spec.num_features == 512
+    assert [f.bypass for f in smallnets.model_spec("squeezenet1_0", bypass="simple").fires] == ["none", "identity"] * 4
+    assert [f.bypass for f in smallnets.model_spec("squeezenet1_0", bypass="complex").fires] == ["conv", "identity"] * 4
+    cifar = smallnets.model_spec("squeezenet1_0", cifar=True)
+    assert (cifar.conv1.stride, cifar.conv1.padding, cifar.resolution) == (1, 3, 32)
+    assert smallnets.model_spec("squeezenet1_1", drop_rate=0.1).drop_rate == 0.1
+
+
+def _pruned_dict() -> dict:
+    """squeezenet1_1 with the simple bypass, hand-edited fire by fire (as Deep Compression would)."""
+    d = smallnets.model_spec("squeezenet1_1", bypass="simple", num_classes=4).to_dict()
+    d["stages"][0]["fires"][0]["squeeze"] = 10  # fire2: one squeeze width only
+    d["stages"][1]["fires"][0].update(expand1x1=100, expand3x3=90)  # fire4: 256 -> 190 channels
+    d["stages"][1]["fires"][1].update(in_chs=190, squeeze=20, expand1x1=95, expand3x3=95)  # fire5: identity bypass, 190 -> 190
+    d["stages"][2]["fires"][0]["in_chs"] = 190  # fire6 takes fire5's 190
+    return d
+
+
+def test_a_hand_edited_spec_builds_runs_and_has_the_edited_shapes():
+    spec = ArchSpec.from_dict(_pruned_dict())
+    torch.manual_seed(0)
+    model = smallnets.build_model(spec)
+    fire2, fire4, fire5, fire6 = model.stages[0].fire2, model.stages[1].fire4, model.stages[1].fire5, model.stages[2].fire6
+    assert fire2.squeeze.conv.weight.shape == (10, 64, 1, 1) and fire2.expand3x3.conv.weight.shape == (64, 10, 3, 3)
+    assert fire4.expand1x1.conv.weight.shape == (100, 32, 1, 1) and fire4.expand3x3.conv.weight.shape == (90, 32, 3, 3)
+    assert isinstance(fire5, BypassFire) and isinstance(fire5.bypass, nn.Identity)
+    assert fire5.squeeze.conv.weight.shape == (20, 190, 1, 1) and fire5.expand3x3.conv.weight.shape == (95, 20, 3, 3)
+    assert fire6.squeeze.conv.weight.shape == (48, 190, 1, 1)
+    x = torch.randn(2, 3, 64, 64)
+    out = model(x)
+    assert out.shape == (2, 4)
+    out.sum().backward()
+    assert model.stages[1](torch.randn(1, 128, 9, 9)).shape == (1, 190, 4, 4)  # ceil-mode pool: 9 -> 4
+
+
+def test_an_inconsistent_spec_is_refused_with_a_clear_message():
+    d = _pruned_dict()
+    d["stages"][2]["fires"][0]["in_chs"] = 256  # fire5 ends with 190 channels
+    with pytest.raises(ValueError, match=r"stages\[2\].fires\[0\] \(fire6\).in_chs must be the previous layer's 190 channels, got 256"):
+        ArchSpec.from_dict(d)
+    d = _pruned_dict()
+    d["stages"][1]["fires"][1].update(expand1x1=128, expand3x3=128)  # identity around 190 -> 256
+    with pytest.raises(ValueError, match=r"bypass 'identity' needs in_chs == out_chs \(expand1x1 \+ expand3x3\), got 190 -> 256"):
+        ArchSpec.from_dict(d)
+    d = _pruned_dict()
+    d["stages"][1]["fires"][1]["bypass"] = "simple"  # the knob's word, not a fire's bypass kind
+    with pytest.raises(ValueError, match=r"bypass must be one of 'none', 'identity', 'conv'; got 'simple'"):
+        ArchSpec.from_dict(d)
+    d = _pruned_dict()
+    d["stages"][0]["fires"][0]["squeeze"] = 0
+    with pytest.raises(ValueError, match=r"squeeze must be an integer >= 1, got 0"):
+        ArchSpec.from_dict(d)
+    d = _pruned_dict()
+    d["stages"][0]["fires"][0]["expand_1x1"] = 8
+    with pytest.raises(ValueError, match="unknown field 'expand_1x1' for FireBlock"):
+        ArchSpec.from_dict(d)
+    d = _pruned_dict()
+    d["conv1"]["padding"] = -1
+    with pytest.raises(ValueError, match=r"Conv1: padding must be an integer >= 0, got -1"):
+        ArchSpec.from_dict(d)
+    spec = ArchSpec.from_dict(_pruned_dict())
+    with pytest.raises(ValueError, match=r"stages\[0\].fires\[0\] \(fire2\).in_chs must be the previous layer's 32 channels, got 64"):
+        spec.replace(conv1=Conv1(out_chs=32, kernel=3))

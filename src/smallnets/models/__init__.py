@@ -6,15 +6,22 @@ from torch import nn
 
 from smallnets.arch.efficientnet import EfficientNetSpec
 from smallnets.arch.mobilenet import MobileNetV1Spec, MobileNetV2Spec
+from smallnets.arch.shufflenet import ShuffleNetV1Spec, ShuffleNetV2Spec
 from smallnets.arch.spec import ArchSpec
-from smallnets.models import densenet, shufflenet, squeezenet, xception  # noqa: F401  (legacy families register on import)
+from smallnets.arch.squeezenet import SqueezeNetSpec
+from smallnets.models import densenet, xception  # noqa: F401  (legacy families register on import)
 from smallnets.models.efficientnet import EfficientNet
 from smallnets.models.mobilenet import MobileNetV1, MobileNetV2
+from smallnets.models.shufflenet import ShuffleNetV1, ShuffleNetV2
+from smallnets.models.squeezenet import SqueezeNet
 
 BUILDERS: dict[type[ArchSpec], type[nn.Module]] = {
     MobileNetV1Spec: MobileNetV1,
     MobileNetV2Spec: MobileNetV2,
     EfficientNetSpec: EfficientNet,
+    ShuffleNetV1Spec: ShuffleNetV1,
+    ShuffleNetV2Spec: ShuffleNetV2,
+    SqueezeNetSpec: SqueezeNet,
 }
 
 
