@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from smallnets._precision import DTYPES
 
 
 def _knobs_from_extra(extra: Sequence[str]) -> dict:

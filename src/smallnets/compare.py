@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import platform
 import re
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -243,7 +242,3 @@ def plot_comparison(rows: Sequence[CompareRow], path, title: str | None = None) 
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=130, format="png")
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from smallnets._precision import AMP_DTYPES
 from smallnets.distributed import DistInfo, all_reduce_sum
 
 
@@ -119,7 +120,6 @@ def evaluate(
 # ---------------------------------------------------------------------------------------------
 
 SPLITS = ("val", "all")
-_AMP = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -308,7 +308,7 @@ def evaluate_weights(
     if batch_size is not None:
         check_int("batch_size", batch_size)
     if precision is not None:
-        check_choice("precision", precision, tuple(_AMP))
+        check_choice("precision", precision, tuple(AMP_DTYPES))
     if workers is not None:
         check_int("workers", workers, minimum=0)
     check_bool("progress", progress)
@@ -436,7 +436,7 @@ def evaluate_weights(
             if missing else "the data names the model's classes in another order; matched by name"
         )
     result = evaluate(model, _relabel(batches, mapping), len(model_classes), classes=model_classes, device=dev,
-                      amp_dtype=_AMP[precision], channels_last=channels_last)  # fmt: skip
+                      amp_dtype=AMP_DTYPES[precision], channels_last=channels_last)  # fmt: skip
     if skiplog.total:
         notes.append(f"skipped {skiplog.total} file(s): " + ", ".join(f"{n} {r}" for r, n in sorted(skiplog.counts.items())))
         skiplog.warn(f"in {data}")

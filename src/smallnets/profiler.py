@@ -22,6 +22,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from smallnets._checks import check_int, check_positive
+from smallnets.progress import format_bytes
 
 MACS_CONVENTION = (
     "MACs = multiply-accumulates of conv and linear layers only, batch 1 (the papers' mult-adds); "
@@ -375,12 +376,12 @@ class CostReport:
             ("params", f"{self.params:,} ({self.params / 1e6:.2f} M)"),
             ("MACs", f"{self.macs:,} ({self.macs / 1e6:.1f} M mult-adds)"),
             ("FLOPs", f"{self.flops / 1e9:.3f} G (2 x MACs)"),
-            ("size", " / ".join(f"{_fmt_bytes(v)} {k}" for k, v in self.size_bytes.items())),
+            ("size", " / ".join(f"{format_bytes(v, digits=2)} {k}" for k, v in self.size_bytes.items())),
         ]
         if self.peak_activation_bytes is not None:
-            rows.append(("activations", f"{_fmt_bytes(self.peak_activation_bytes)} peak (inference, batch 1)"))
+            rows.append(("activations", f"{format_bytes(self.peak_activation_bytes, digits=2)} peak (inference, batch 1)"))
         if self.saved_activation_bytes is not None:
-            rows.append(("for backward", f"{_fmt_bytes(self.saved_activation_bytes)} saved (training, batch 2)"))
+            rows.append(("for backward", f"{format_bytes(self.saved_activation_bytes, digits=2)} saved (training, batch 2)"))
         if self.latency:
             lat = self.latency
             rows.append(
@@ -556,14 +557,6 @@ def _check_input_size(input_size) -> tuple[int, int, int]:
     if len(size) != 3 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size):
         raise ValueError(f"input_size must be (channels, height, width) of positive ints, got {input_size!r}")
     return size
-
-
-def _fmt_bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 def _fmt_knobs(knobs: dict) -> str:

@@ -22,10 +22,12 @@ def format_duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
-def format_bytes(n: float) -> str:
+def format_bytes(n: float, digits: int = 1) -> str:
+    """``n`` bytes in SI units (kB = 1000 B, MB, GB), as model sizes and downloads are usually quoted:
+    ``format_bytes(1_500_000) == '1.5 MB'``; ``digits`` after the point above bytes."""
     for unit in ("B", "kB", "MB", "GB"):
         if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.{digits}f} {unit}"
         n /= 1000
     raise AssertionError("unreachable")
 

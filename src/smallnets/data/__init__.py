@@ -2,7 +2,8 @@
 
 from smallnets.data.build import DataBundle, build_data
 from smallnets.data.config import DataConfig
-from smallnets.data.images import IMAGENET_MEAN, IMAGENET_STD, UnreadableImageError, load_image, make_eval_transform
+from smallnets._norm import IMAGENET_MEAN, IMAGENET_STD
+from smallnets.data.images import UnreadableImageError, load_image, make_eval_transform
 
 __all__ = [
     "IMAGENET_MEAN",

@@ -13,11 +13,12 @@ from pathlib import Path
 import torch
 
 from smallnets._checks import check_bool, check_int, suggest
+from smallnets._norm import IMAGENET_MEAN, IMAGENET_STD
 from smallnets.data import cache as cache_mod
 from smallnets.data import cifar as cifar_mod
 from smallnets.data.config import TENSOR_MAX_SIDE, DataConfig
 from smallnets.data.file_path import ArrayImages, FileEvalLoader, FileImages, FileTrainLoader
-from smallnets.data.images import EVAL_CROP_FRACTION, IMAGENET_MEAN, IMAGENET_STD, INTERPOLATION, EvalTransform
+from smallnets.data.images import EVAL_CROP_FRACTION, INTERPOLATION, EvalTransform
 from smallnets.data.skips import SkipLog
 from smallnets.data.sources import ArchiveSource, Catalog, FolderSource, is_archive, summarize_sizes
 from smallnets.data.split import CIFAR_TEST, GIVEN, HOLDOUT, check_split, make_split, split_record

@@ -23,6 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from smallnets._io import atomic_path
+from smallnets._paths import cache_root
 from smallnets.data import skips
 from smallnets.data.images import UnreadableImageError, center_crop, decode_image, resize_shorter
 from smallnets.progress import Progress
@@ -35,10 +36,8 @@ _POOL_MIN = 2048  # below this many images, decoding in-process beats starting w
 
 
 def default_cache_root(cache_dir: str | os.PathLike | None) -> Path:
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get("SMALLNETS_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "smallnets"
+    """``cache_dir`` when given, else smallnets' cache (``smallnets._paths.cache_root``)."""
+    return Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
 
 
 def cache_key(content: str, settings: dict) -> str:

@@ -30,7 +30,7 @@ class DataConfig:
     crop_padding: int = 4  # px of zero padding around a random crop (tensor path); 0: no crop
     flip: bool = True  # random horizontal flip
     cutout: int = 0  # px side of a random square zeroed after normalisation; 0: off
-    cache_dir: str | None = None  # None: $SMALLNETS_CACHE or ~/.cache/smallnets
+    cache_dir: str | None = None  # None: $SMALLNETS_CACHE, else $XDG_CACHE_HOME/smallnets, else ~/.cache/smallnets
     channels_last: bool = False  # training and validation batches in channels-last memory format
     limit_per_class: int | None = None  # use only the first N files (sorted) of each class and part
     cifar_val: str = "test"  # cifar10/100: "test" = official test batch, "holdout" = val_fraction of train
