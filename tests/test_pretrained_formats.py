@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 import smallnets
+from smallnets.layers import SamePad2d
 from smallnets.pretrained import FORMATS, get_format
 
 
@@ -92,12 +93,18 @@ def test_every_format_builds_the_reference_layer_settings(fmt):
         assert norms and all(isinstance(m, nn.BatchNorm2d) for m in norms)
         settings = {(m.eps, m.momentum) for m in norms}
         assert settings == {ref.bn}, f"{fmt}: BatchNorm (eps, momentum) {settings}, the reference uses {ref.bn}"
+    # TF "SAME" padding is a SamePad2d part just before the (unpadded) conv of its ConvNormAct
+    padded = [block for block in model.modules() if isinstance(getattr(block, "pad", None), SamePad2d)]
+    for block in padded:  # the part pads for its conv's kernel and stride; the conv pads nothing itself
+        pad, conv = block.pad, block.conv
+        assert conv.padding == (0, 0) and (pad.kernel_size,) * 2 == conv.kernel_size and (pad.stride,) * 2 == conv.stride
+    same = {block.conv for block in padded}
     strided = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.stride != (1, 1) and m.kernel_size != (1, 1)]
     assert strided
-    assert {getattr(m, "same_padding", False) for m in strided} == {ref.tf_same}, f"{fmt}: TF 'SAME' padding should be {ref.tf_same}"
+    assert {m in same for m in strided} == {ref.tf_same}, f"{fmt}: TF 'SAME' padding should be {ref.tf_same}"
     if ref.tf_same:  # at stride 1 an odd kernel's SAME padding is the symmetric one
         others = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m not in strided]
-        assert all(getattr(m, "same_padding", False) or m.padding == tuple(k // 2 for k in m.kernel_size) for m in others)
+        assert all(m in same or m.padding == tuple(k // 2 for k in m.kernel_size) for m in others)
     acts = {type(m).__name__ for m in model.modules() if isinstance(m, ACTIVATIONS)}
     assert acts == ref.acts, f"{fmt}: activations {acts}, the reference uses {set(ref.acts)}"
     pools = {(type(m).__name__, m.kernel_size, m.stride, m.padding, m.ceil_mode)
