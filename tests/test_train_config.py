@@ -11,8 +11,10 @@ from torch import nn
 import smallnets
 from smallnets.data import DataConfig
 from smallnets.training.config import RunConfig, TrainConfig, build_dataclass, check_train_config, load_config_file
-from smallnets.training.optim import ModelEMA, Schedule, build_optimizer, mix_batch, param_groups
-from smallnets.training.trainer import split_options
+from smallnets.training.config import split_options
+from smallnets.training.ema import ModelEMA
+from smallnets.training.mixing import mix_batch
+from smallnets.training.optim import Schedule, build_optimizer, param_groups
 
 
 def test_toml_file_sections_and_knobs(tmp_path):

@@ -33,13 +33,13 @@ from torch import nn
 
 from smallnets._io import atomic_path, atomic_write_text
 from smallnets.arch.spec import ArchSpec
+from smallnets.rundir import WEIGHTS as RUN_WEIGHTS  # what a run directory is searched for, in order
 
 __all__ = ["load_state", "load_tensors", "read_sidecar", "read_weights", "resolve_weights", "save_state", "save_weights"]
 
 STATE_FORMAT = "smallnets.state"
 WEIGHTS_FORMAT = "smallnets.weights"
 FORMAT_VERSION = 1
-RUN_WEIGHTS = ("best.safetensors", "last.safetensors")  # what a run directory is searched for, in order
 
 # dtypes safetensors stores natively; any other dtype is stored as its raw bytes (uint8) plus dtype and shape.
 _NATIVE_TORCH = {

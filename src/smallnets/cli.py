@@ -42,8 +42,8 @@ def _flag_pairs(extra: Sequence[str]) -> list[tuple[str, str | None]]:
 
 def cmd_train(args, extra) -> int:
     from smallnets.compare import parse_value
-    from smallnets.training.config import RunConfig, load_config_file
-    from smallnets.training.trainer import Trainer, TrainingDiverged, split_options
+    from smallnets.training.config import RunConfig, load_config_file, split_options
+    from smallnets.training.trainer import Trainer, TrainingDiverged
 
     extra = list(extra)
     # MODEL is taken here rather than by argparse, which would swallow the value of an unknown
@@ -257,9 +257,10 @@ def _default_confusion_png(target: str, weights: str) -> str:
     """RUN/confusion.png for a run directory, else beside the weights: NAME-confusion.png."""
     from pathlib import Path
 
-    given = Path(target)
-    if given.is_dir():
-        return str(given / "confusion.png")
+    from smallnets.rundir import RunDir
+
+    if Path(target).is_dir():
+        return str(RunDir(target).confusion)
     w = Path(weights)
     return str(w.with_name(f"{w.stem}-confusion.png"))
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ from torch import nn
 
 from smallnets._precision import AMP_DTYPES
 from smallnets.distributed import DistInfo, all_reduce_sum
+from smallnets.rundir import PastRun, find_run
 
 
 @dataclass
@@ -122,46 +122,13 @@ def evaluate(
 SPLITS = ("val", "all")
 
 
-@dataclass
-class _Run:
-    """What a run directory records about how its model was trained and validated."""
-
-    dir: Path
-    config: Any  # RunConfig
-    resolved: dict
-    split: dict | None  # split.json, when present
-
-
-def _find_run(file: Path, given: Path) -> _Run | None:
-    """The run that ``file`` belongs to: ``given`` when it is a run directory, else the weights' own folder
-    when it holds a trainer's config.json."""
-    from smallnets.training.config import RunConfig
-
-    run_dir = given if given.is_dir() else file.parent
-    path = run_dir / "config.json"
-    if not path.is_file():
-        return None
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as err:
-        if not given.is_dir():
-            return None  # some other tool's config.json beside a weights file
-        raise ValueError(f"run config {str(path)!r} is not valid JSON: {err}") from None
-    if not given.is_dir() and not (isinstance(raw, dict) and "resolved" in raw and "data" in raw):
-        return None
-    config = RunConfig.from_dict(raw, where=str(path))
-    split_path = run_dir / "split.json"
-    split = json.loads(split_path.read_text(encoding="utf-8")) if split_path.is_file() else None
-    return _Run(run_dir, config, dict(raw.get("resolved") or {}), split)
-
-
 def _is_cifar(data: str) -> bool:
     from smallnets.data.cifar import CIFAR
 
     return data in CIFAR
 
 
-def _same_data(run: _Run, data: str) -> bool:
+def _same_data(run: PastRun, data: str) -> bool:
     """Whether ``data`` names the source the run was trained on (the same folder, archive or CIFAR name)."""
     recorded = os.fspath(run.config.data.path)
     if _is_cifar(recorded) or _is_cifar(data):
@@ -322,7 +289,7 @@ def evaluate_weights(
 
     given = Path(weights)
     file = resolve_weights(given)
-    run = _find_run(file, given)
+    run = find_run(file, given)
     model = load_weights(file, device=dev)
     meta = model.smallnets_meta
     model_classes = meta.get("classes")

@@ -46,12 +46,25 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 class ModelConfig:
     name: str = ""  # a zoo name, see `smallnets list`
     knobs: dict[str, Any] = field(default_factory=dict)  # keyword arguments of create_model
+    # an architecture as a value (ArchSpec.to_dict(): a hand-edited or pruned model); when given it
+    # is what is built, and name / knobs only say which zoo entry it came from
+    spec: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str):
             raise ValueError(f"model.name must be a string, got {self.name!r}")
         if not isinstance(self.knobs, dict) or not all(isinstance(k, str) for k in self.knobs):
             raise ValueError(f"model knobs must be a mapping of knob names to values, got {self.knobs!r}")
+        if self.spec is not None:
+            from smallnets.arch.spec import ArchSpec
+
+            if not isinstance(self.spec, dict):
+                raise ValueError(f"model.spec must be a mapping (ArchSpec.to_dict()), got {type(self.spec).__name__}")
+            ArchSpec.from_dict(self.spec)  # a wrong spec fails here, naming the field
+
+    def to_dict(self) -> dict:
+        """The [model] section: name, every knob, and the spec when there is one."""
+        return {"name": self.name, **self.knobs, **({"spec": self.spec} if self.spec is not None else {})}
 
 
 @dataclass
@@ -179,7 +192,7 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         return {
-            "model": {"name": self.model.name, **self.model.knobs},
+            "model": self.model.to_dict(),
             "data": dataclasses.asdict(self.data),
             "train": dataclasses.asdict(self.train),
         }
@@ -195,7 +208,7 @@ class RunConfig:
             key = sorted(unknown)[0]
             raise ValueError(f"unknown section {key!r} in {where}{suggest(key, ['model', 'data', 'train'])} (sections: model, data, train)")
         model_raw = dict(raw.get("model") or {})
-        model = ModelConfig(name=model_raw.pop("name", ""), knobs=model_raw)
+        model = ModelConfig(name=model_raw.pop("name", None) or "", spec=model_raw.pop("spec", None), knobs=model_raw)
         train = build_dataclass(TrainConfig, dict(raw.get("train") or {}), where=f"{where} [train]")
         data_raw = dict(raw.get("data") or {})
         if not data_raw.get("path"):
@@ -299,3 +312,22 @@ def coerce(name: str, value: Any, tp: Any, *, parse_strings: bool = False) -> An
             return value
         raise ValueError(f"{name} must be a string, got {value!r}")
     return value
+
+
+def split_options(options: dict[str, Any], *, parse_strings: bool = True) -> tuple[dict, dict, dict]:
+    """Sort flat keyword options into (data, train, model knobs) by the dataclasses' field names.
+
+    ``parse_strings`` (the command line's case: every value is text) parses data and training
+    values by their field's type, '0.1' -> 0.1; the configs themselves take typed values only.
+    Knobs are left as they are (the model's own parser types them).
+    """
+    data_fields, train_fields = field_types(DataConfig), field_types(TrainConfig)
+    data, train, knobs = {}, {}, {}
+    for key, value in options.items():
+        if key in train_fields:  # also channels_last, a data field too: the trainer sets it for model and batches alike
+            train[key] = coerce(key, value, train_fields[key], parse_strings=True) if parse_strings else value
+        elif key in data_fields:
+            data[key] = coerce(key, value, data_fields[key], parse_strings=True) if parse_strings else value
+        else:
+            knobs[key] = value
+    return data, train, knobs

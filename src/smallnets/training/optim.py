@@ -1,4 +1,4 @@
-"""Optimizers, learning-rate schedules, weight EMA and mixup/cutmix for the trainer.
+"""Optimizers and learning-rate schedules for the trainer (EMA: ema.py; mixup / cutmix: mixing.py).
 
 Parameter groups follow common practice for small networks: no weight decay on BatchNorm
 parameters and biases, and optionally none on depthwise kernels (MobileNetV1 Section 4: "it was
@@ -8,10 +8,8 @@ since there are so few parameters in them").
 
 from __future__ import annotations
 
-import copy
 import math
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -112,75 +110,3 @@ class Schedule:
         for group in optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         return lr
-
-
-class ModelEMA:
-    """Exponential moving average of a model's parameters and buffers (Polyak averaging).
-
-    ``decay`` is per update; early on it is capped at (1 + n) / (10 + n) so the average is not
-    dominated by the random initialisation. Buffers (BatchNorm statistics) are copied, not averaged.
-    """
-
-    def __init__(self, model: nn.Module, decay: float = 0.999):
-        self.module = copy.deepcopy(model).eval()
-        for p in self.module.parameters():
-            p.requires_grad_(False)
-        self.decay = decay
-        self.updates = 0
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        self.updates += 1
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        ema_params = dict(self.module.named_parameters())
-        for name, p in model.named_parameters():
-            ema_params[name].lerp_(p.detach(), 1.0 - d)
-        ema_buffers = dict(self.module.named_buffers())
-        for name, b in model.named_buffers():
-            ema_buffers[name].copy_(b)
-
-    def state_dict(self) -> dict:
-        return {"updates": self.updates, "decay": self.decay, "weights": {k: v.detach().clone() for k, v in self.module.state_dict().items()}}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.updates = int(state["updates"])
-        self.module.load_state_dict(state["weights"])
-
-
-def mix_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int, cfg: TrainConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Mixup (Zhang et al. 2018) or CutMix (Yun et al. 2019) with seeded randomness.
-
-    Returns the (possibly mixed) images and soft targets, or ``None`` targets when this batch is
-    left unmixed. Label smoothing is applied to the soft targets by the loss.
-    """
-    use_mixup, use_cutmix = cfg.mixup > 0, cfg.cutmix > 0
-    if not (use_mixup or use_cutmix):
-        return x, None
-    draws = torch.rand(2, generator=generator).tolist()
-    if draws[0] >= cfg.mix_prob:
-        return x, None
-    cut = use_cutmix and (not use_mixup or draws[1] < 0.5)
-    alpha = cfg.cutmix if cut else cfg.mixup
-    lam = _beta(alpha, generator)
-    perm = torch.randperm(x.shape[0], generator=generator).to(x.device)
-    if cut:
-        h, w = x.shape[-2:]
-        ratio = math.sqrt(1.0 - lam)
-        ch, cw = int(h * ratio), int(w * ratio)
-        cy, cx = (torch.randint(0, h, (1,), generator=generator).item(), torch.randint(0, w, (1,), generator=generator).item())
-        y0, y1 = max(cy - ch // 2, 0), min(cy + ch // 2, h)
-        x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, w)
-        x = x.clone()
-        x[:, :, y0:y1, x0:x1] = x[perm][:, :, y0:y1, x0:x1]
-        lam = 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
-    else:
-        x = x * lam + x[perm] * (1.0 - lam)
-    one_hot = torch.nn.functional.one_hot(y, num_classes).to(x.dtype if x.is_floating_point() else torch.float32)
-    targets = one_hot * lam + one_hot[perm] * (1.0 - lam)
-    return x, targets
-
-
-def _beta(alpha: float, generator: torch.Generator) -> float:
-    """A Beta(alpha, alpha) draw from the seeded generator (torch's Beta sampler takes no generator)."""
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
-    return float(np.random.default_rng(seed).beta(alpha, alpha))
