@@ -135,3 +135,41 @@ def test_stage_feature_maps_with_channels_and_strides(name):
     assert [s["stride"] for s in info] == sorted(s["stride"] for s in info) and info[-1]["stride"] == 32
     with torch.no_grad():  # the last stage feeds the neck: forward_features is neck(last map)
         assert torch.allclose(model.neck(maps[-1]), features)
+
+
+def test_the_trainer_runs_strided_depthwise_convs_in_fp32_unless_switched_off(tmp_path):
+    from PIL import Image
+    from torch.overrides import TorchFunctionMode
+
+    from smallnets.training import RunConfig, Trainer
+    from smallnets.training.config import TrainConfig
+
+    assert TrainConfig().fp32_strided_depthwise is True
+
+    class Observer(TorchFunctionMode):  # outside the trainer's mode: sees the convolutions it finally runs
+        def __init__(self):
+            super().__init__()
+            self.autocast = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func is F.conv2d and torch.is_grad_enabled():
+                call = {**dict(zip(("input", "weight", "bias", "stride", "padding", "dilation", "groups"), args)), **(kwargs or {})}
+                depthwise = call["input"].shape[1] == call.get("groups", 1) > 1
+                if depthwise and call.get("stride", 1) not in (1, (1, 1)):
+                    self.autocast.append(torch.is_autocast_enabled("cpu"))
+            return func(*args, **(kwargs or {}))
+
+    for c in ("a", "b"):
+        (tmp_path / "d" / c).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (16, 16), (100 * (c == "a"), 10 * i, 50)).save(tmp_path / "d" / c / f"{i}.png")
+    for switch in (True, False):
+        cfg = RunConfig.from_dict({"model": {"name": "mobilenet_v2", "width_mult": 0.35, "cifar": True},
+                                   "data": {"path": str(tmp_path / "d"), "batch_size": 4, "val_fraction": 0.25, "pipeline": "tensor", "cache_dir": str(tmp_path / "c")},
+                                   "train": {"epochs": 1, "precision": "bf16", "progress": False, "out": str(tmp_path / "runs"), "name": f"s{switch}",
+                                             "fp32_strided_depthwise": switch}})  # fmt: skip
+        trainer = Trainer(cfg)
+        with Observer() as seen:
+            trainer.fit(max_steps=1)
+        # switched on, every strided depthwise conv of the training forward ran outside bf16 autocast (in fp32)
+        assert seen.autocast and all(not a for a in seen.autocast) == switch and (switch or all(seen.autocast)), (switch, seen.autocast)

@@ -98,6 +98,7 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 where the device runs it fast, else fp32) | fp32 | bf16 | fp16
     channels_last: bool = True
     compile: bool = False  # torch.compile the model
+    fp32_strided_depthwise: bool = True  # CPU bf16: strided depthwise convs in fp32 (5-15x faster backward; smallnets.fast_cpu)
     sync_bn: bool = False  # SyncBatchNorm across processes under torchrun
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N

@@ -24,6 +24,7 @@ import math
 import os
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from smallnets import distributed as distr
 from smallnets.checkpoint import load_state, save_state, save_weights
 from smallnets.data import build_data
 from smallnets.evaluation import EvalResult, autocast_context, evaluate
+from smallnets.fast_cpu import fp32_strided_depthwise
 from smallnets.progress import Progress, format_duration
 from smallnets.registry import model_info
 from smallnets.rundir import RunDir
@@ -470,7 +472,8 @@ class Trainer:
         cfg = self.config.train
         x, soft = mix_batch(x, y, self.num_classes, cfg, mix_generator(cfg.seed, self.dist.rank, self.epoch, self.batch))
         batch = Batch(inputs=x, labels=y, soft_targets=soft, epoch=self.epoch, step=self.global_step)
-        with autocast_context(self.device, self.amp_dtype):
+        detour = fp32_strided_depthwise() if cfg.fp32_strided_depthwise and self.device.type == "cpu" and not cfg.compile else nullcontext()
+        with autocast_context(self.device, self.amp_dtype), detour:
             logits = self.forward_model(x)
             loss = self.objective(logits.float(), batch.targets, batch)
         if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
