@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -13,6 +14,8 @@ from torch import nn
 
 import smallnets
 from conftest import shared_path
+from smallnets.arch.spec import ArchSpec
+from smallnets.arch.xception import SeparableBlock, XceptionSpec
 from smallnets.models.xception import SeparableConvNormAct, XceptionBlock
 
 PAPER_TABLES = Path(__file__).resolve().parents[2] / "shared/reference/paper_tables.json"
@@ -149,13 +152,13 @@ def test_block_wiring_follows_figure_5():
 
 def test_block_adds_shortcut_to_pooled_main_path():
     torch.manual_seed(0)
-    block = XceptionBlock(8, 12, 2, 2).eval()
+    block = XceptionBlock(SeparableBlock(in_chs=8, sep_chs=(12, 12), stride=2, shortcut="conv")).eval()
     x = torch.randn(2, 8, 9, 9)
     expected = F.max_pool2d(block.main(x), 3, 2, 1) + block.skip.bn(block.skip.conv(x))
     torch.testing.assert_close(block(x), expected)
     assert block(x).shape == (2, 12, 5, 5)
 
-    middle = XceptionBlock(6, 6, 3, 1).eval()
+    middle = XceptionBlock(SeparableBlock(in_chs=6, sep_chs=(6, 6, 6), shortcut="identity")).eval()
     y = torch.randn(2, 6, 5, 5)
     torch.testing.assert_close(middle(y) - y, middle.main(y))  # identity shortcut on the un-ReLU'd input
     assert (y < 0).any()
@@ -167,7 +170,7 @@ def test_block_adds_shortcut_to_pooled_main_path():
 def test_middle_repeats_sets_the_middle_flow_depth():
     full, short = _meta(), _meta(middle_repeats=2)
     assert len(short.stages.middle) == 2
-    per_block = smallnets.count_params(XceptionBlock(728, 728, 3, 1))
+    per_block = smallnets.count_params(XceptionBlock(SeparableBlock(in_chs=728, sep_chs=(728,) * 3, shortcut="identity")))
     assert per_block == 3 * (728 * 9 + 728 * 728 + 2 * 728)
     assert smallnets.count_params(full) - smallnets.count_params(short) == 6 * per_block
     assert _meta(middle_repeats=1)(torch.empty(1, 3, 299, 299, device="meta")).shape == (1, 1000)
@@ -295,3 +298,88 @@ def test_reproduces_timm_legacy_xception_logits():
     with torch.no_grad():
         logits = model(io["input"])
     torch.testing.assert_close(logits, io["logits"], rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------
+# The architecture as a value: the spec
+
+
+def test_spec_round_trips_through_json_and_builds_the_zoo_model():
+    for knobs in ({}, {"cifar": True, "middle_repeats": 2, "drop_rate": 0.1}):
+        spec = smallnets.model_spec("xception", **knobs)
+        assert isinstance(spec, XceptionSpec)
+        back = ArchSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+        assert back == spec and back.to_dict() == spec.to_dict()
+        with torch.device("meta"):
+            built, zoo = smallnets.build_model(back), smallnets.create_model("xception", **knobs)
+        assert built.spec == spec and zoo.spec == spec
+        assert [(k, v.shape) for k, v in built.state_dict().items()] == [(k, v.shape) for k, v in zoo.state_dict().items()]
+        assert repr(built) == repr(zoo)
+    spec = smallnets.model_spec("xception")
+    assert spec.resolution == 299 and [c.out_chs for c in spec.stem] == [32, 64] and spec.neck_chs == (1536, 2048)
+    assert [s.name for s in spec.stages] == ["entry1", "entry2", "entry3", "middle", "exit"]
+    assert spec.stages[-1].blocks[0].sep_chs == (728, 1024)  # the exit block widens at its last conv
+    assert [b.shortcut for b in spec.blocks] == ["conv"] * 3 + ["identity"] * 8 + ["conv"]
+    assert not spec.blocks[0].start_with_relu and all(b.start_with_relu for b in spec.blocks[1:])
+    assert smallnets.model_spec("xception", cifar=True).resolution == 32
+
+
+def test_hand_edited_block_widths_build_and_run():
+    spec = smallnets.model_spec("xception", num_classes=4, middle_repeats=2, cifar=True)
+    entry3, middle = spec.stages[2], spec.stages[3]
+    # entry3's block ends at 600 channels (its first conv at 500): the first middle block takes 600, shrinks
+    # its own separable convs to 300 and 400 and comes back to 728 through a 1x1 conv shortcut.
+    e3 = dataclasses.replace(entry3.blocks[0], sep_chs=(500, 600))
+    m0 = dataclasses.replace(middle.blocks[0], in_chs=600, sep_chs=(300, 400, 728), shortcut="conv")
+    stages = list(spec.stages)
+    stages[2] = dataclasses.replace(entry3, blocks=(e3,))
+    stages[3] = dataclasses.replace(middle, blocks=(m0, *middle.blocks[1:]))
+    edited = spec.replace(stages=tuple(stages), neck_chs=(1000,))
+    assert ArchSpec.from_dict(json.loads(json.dumps(edited.to_dict()))) == edited
+    torch.manual_seed(0)
+    model = smallnets.build_model(edited)
+    assert model.spec == edited
+    state = model.state_dict()
+    assert state["stages.entry3.0.main.sep1.pw.conv.weight"].shape == (500, 256, 1, 1)
+    assert state["stages.entry3.0.main.sep2.dw.conv.weight"].shape == (500, 1, 3, 3)
+    assert state["stages.entry3.0.main.sep2.pw.conv.weight"].shape == (600, 500, 1, 1)
+    assert state["stages.entry3.0.skip.conv.weight"].shape == (600, 256, 1, 1)
+    assert state["stages.middle.0.skip.conv.weight"].shape == (728, 600, 1, 1)
+    assert [state[f"stages.middle.0.main.sep{i}.pw.conv.weight"].shape[:2] for i in (1, 2, 3)] == [(300, 600), (400, 300), (728, 400)]
+    assert not any(k.startswith("stages.middle.1.skip") for k in state)
+    assert state["neck.sep1.pw.conv.weight"].shape == (1000, 1024, 1, 1) and state["classifier.fc.weight"].shape == (4, 1000)
+    assert model.num_features == 1000
+    out = model(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 4) and torch.isfinite(out).all()
+
+
+def test_inconsistent_specs_are_refused_with_the_rule():
+    spec = smallnets.model_spec("xception", middle_repeats=1)
+    entry3 = spec.stages[2]
+    stages = list(spec.stages)
+    stages[2] = dataclasses.replace(entry3, blocks=(dataclasses.replace(entry3.blocks[0], sep_chs=(728, 700)),))
+    with pytest.raises(ValueError, match=r"stages\[3\]\.blocks\[0\] \(middle\.0\)\.in_chs must be the previous layer's 700 channels, got 728"):
+        spec.replace(stages=tuple(stages))
+    middle = spec.stages[3].blocks[0]
+    with pytest.raises(ValueError, match=r"shortcut 'identity' needs stride 1 and in_chs == sep_chs\[-1\], got stride 1, 728 -> 700; use shortcut 'conv'"):
+        dataclasses.replace(middle, sep_chs=(728, 728, 700))
+    with pytest.raises(ValueError, match=r"shortcut 'identity' needs stride 1"):
+        dataclasses.replace(middle, stride=2)
+    with pytest.raises(ValueError, match=r"sep_chs\[1\] must be an integer >= 1, got 0"):
+        dataclasses.replace(middle, sep_chs=(728, 0, 728))
+    with pytest.raises(ValueError, match=r"sep_chs must be a non-empty list"):
+        dataclasses.replace(middle, sep_chs=())
+    with pytest.raises(ValueError, match=r"shortcut must be one of 'identity', 'conv'; got 'proj'"):
+        dataclasses.replace(middle, shortcut="proj")
+    with pytest.raises(ValueError, match=r"stride must be 1 or 2, got 3"):
+        dataclasses.replace(middle, stride=3, shortcut="conv")
+    with pytest.raises(ValueError, match=r"stages\[0\]\.blocks\[0\] \(entry1\.0\)\.in_chs must be the previous layer's 48 channels, got 64"):
+        spec.replace(stem=(spec.stem[0], dataclasses.replace(spec.stem[1], out_chs=48)))
+    with pytest.raises(ValueError, match=r"neck_chs\[0\] must be an integer >= 1, got 0"):
+        spec.replace(neck_chs=(0, 2048))
+    with pytest.raises(ValueError, match=r"stage names must be unique"):
+        spec.replace(stages=(*spec.stages[:4], dataclasses.replace(spec.stages[4], name="middle")))
+    data = spec.to_dict()
+    data["stages"][3]["blocks"][0]["sep_chs"] = [728, 728, 512]
+    with pytest.raises(ValueError, match=r"shortcut 'identity' needs stride 1 and in_chs == sep_chs\[-1\]"):
+        ArchSpec.from_dict(data)

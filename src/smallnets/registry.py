@@ -15,12 +15,12 @@ from types import MappingProxyType
 from typing import Any
 
 from smallnets._checks import check_finite, check_int, suggest
-from smallnets.arch import efficientnet, mobilenet, shufflenet, squeezenet
+from smallnets.arch import efficientnet, mobilenet, shufflenet, squeezenet, xception
 from smallnets.arch.spec import ArchSpec, Entry, Published
 
 # Arguments every spec builder takes; everything else it accepts is a "knob".
 COMMON_ARGS = ("num_classes", "in_chans")
-ARCH_MODULES = (mobilenet, efficientnet, shufflenet, squeezenet)
+ARCH_MODULES = (mobilenet, efficientnet, shufflenet, squeezenet, xception)
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,13 @@ from smallnets.arch.mobilenet import MobileNetV1Spec, MobileNetV2Spec
 from smallnets.arch.shufflenet import ShuffleNetV1Spec, ShuffleNetV2Spec
 from smallnets.arch.spec import ArchSpec
 from smallnets.arch.squeezenet import SqueezeNetSpec
-from smallnets.models import densenet, xception  # noqa: F401  (legacy families register on import)
+from smallnets.arch.xception import XceptionSpec
+from smallnets.models import densenet  # noqa: F401  (legacy families register on import)
 from smallnets.models.efficientnet import EfficientNet
 from smallnets.models.mobilenet import MobileNetV1, MobileNetV2
 from smallnets.models.shufflenet import ShuffleNetV1, ShuffleNetV2
 from smallnets.models.squeezenet import SqueezeNet
+from smallnets.models.xception import Xception
 
 BUILDERS: dict[type[ArchSpec], type[nn.Module]] = {
     MobileNetV1Spec: MobileNetV1,
@@ -22,6 +24,7 @@ BUILDERS: dict[type[ArchSpec], type[nn.Module]] = {
     ShuffleNetV1Spec: ShuffleNetV1,
     ShuffleNetV2Spec: ShuffleNetV2,
     SqueezeNetSpec: SqueezeNet,
+    XceptionSpec: Xception,
 }
 
 

@@ -1,43 +1,12 @@
-"""Xception: entry, middle and exit flows of depthwise separable convolutions (Chollet 2017, arXiv:1610.02357)."""
+"""Xception: entry, middle and exit flows of depthwise separable convolutions (Chollet 2017, arXiv:1610.02357), built from its spec."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
-from smallnets._checks import check_bool, check_int, check_range
+from smallnets.arch.xception import SeparableBlock, XceptionSpec
 from smallnets.layers import ClassifierHead, ConvNormAct, ModuleFactory, SmallNet, init_weights
-from smallnets.registry import Published, register_model
-
-PAPER = "Chollet 2017, Xception: Deep Learning with Depthwise Separable Convolutions, arXiv:1610.02357"
-
-
-@dataclass(frozen=True)
-class Flow:
-    """A stage of Figure 5: ``blocks`` residual blocks of ``convs`` separable convs each, all ending at ``out`` channels."""
-
-    name: str  # stage name: the flow it belongs to
-    out: int  # output channels of every block in the stage
-    blocks: int  # residual blocks
-    convs: int  # ReLU - SeparableConv - BN units per block
-    stride: int  # of the first block (3x3/s2 max-pool at its end); the others are stride 1
-    start_with_relu: bool = True  # False for the very first block: the stem already ends in a ReLU
-    grow_first: bool = True  # widen at the first separable conv (else at the last)
-
-
-# Figure 5 after the stem (conv 3x3/s2 32, conv 3x3 64, both unpadded: 299 -> 149 -> 147). Every
-# stride change opens a stage, so the entry flow is three stages; the middle flow is one.
-XCEPTION_TABLE = (
-    Flow(name="entry1", out=128, blocks=1, convs=2, stride=2, start_with_relu=False),  # 147 -> 74
-    Flow(name="entry2", out=256, blocks=1, convs=2, stride=2),  # 74 -> 37
-    Flow(name="entry3", out=728, blocks=1, convs=2, stride=2),  # 37 -> 19
-    Flow(name="middle", out=728, blocks=8, convs=3, stride=1),  # 19 -> 19, "repeated eight times"
-    Flow(name="exit", out=1024, blocks=1, convs=2, stride=2, grow_first=False),  # 19 -> 10 (728, then 1024)
-)
-STEM = (32, 64)
-EXIT_CONVS = (1536, 2048)  # exit flow's closing separable convs (each followed by BN, ReLU): the neck
 
 
 class SeparableConvNormAct(nn.Sequential):
@@ -54,26 +23,23 @@ class SeparableConvNormAct(nn.Sequential):
 
 
 class XceptionBlock(nn.Module):
-    """Figure 5 block: ``convs`` x [ReLU, SeparableConv, BN], 3x3/s2 max-pool if strided, plus the shortcut.
+    """Figure 5 block: [ReLU, SeparableConv, BN] per separable conv, 3x3/s2 max-pool if strided, plus the shortcut.
 
-    The shortcut is a 1x1 conv (stride ``stride``) + BN where the shape changes, else the identity.
-    The first ReLU sees the block's input, which the identity shortcut also takes before any ReLU.
+    The shortcut is a 1x1 conv (stride ``stride``) + BN (``shortcut="conv"``, where the shape changes
+    in the paper), else the identity. The first ReLU sees the block's input, which the identity
+    shortcut also takes before any ReLU.
     """
 
-    def __init__(self, in_chs: int, out_chs: int, convs: int, stride: int, *, start_with_relu: bool = True, grow_first: bool = True):
+    def __init__(self, block: SeparableBlock):
         super().__init__()
-        if grow_first:
-            widths = [in_chs] + [out_chs] * convs
-        else:
-            widths = [in_chs] * convs + [out_chs]
-        same_shape = in_chs == out_chs and stride == 1
+        widths = block.widths
         # registered before the main path, as the reference implementations do (same state-dict order)
-        self.skip = nn.Identity() if same_shape else ConvNormAct(in_chs, out_chs, 1, stride, act=None)
+        self.skip = nn.Identity() if block.shortcut == "identity" else ConvNormAct(block.in_chs, block.out_chs, 1, block.stride, act=None)
         self.main = nn.Sequential()
-        for i in range(convs):
-            self.main.add_module(f"act{i + 1}", nn.ReLU() if start_with_relu or i > 0 else nn.Identity())
+        for i in range(len(block.sep_chs)):
+            self.main.add_module(f"act{i + 1}", nn.ReLU() if block.start_with_relu or i > 0 else nn.Identity())
             self.main.add_module(f"sep{i + 1}", SeparableConvNormAct(widths[i], widths[i + 1]))
-        self.pool = nn.MaxPool2d(3, stride=stride, padding=1) if stride != 1 else nn.Identity()
+        self.pool = nn.MaxPool2d(3, stride=block.stride, padding=1) if block.stride != 1 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.main(x)) + self.skip(x)
@@ -82,69 +48,27 @@ class XceptionBlock(nn.Module):
 class Xception(SmallNet):
     """Stem, entry flow (3 stages), middle flow, exit-flow block, neck (2 separable convs), GAP, dropout, FC.
 
-    Layer for layer timm's ``legacy_xception`` (the Keras reference). ``cifar``: both stem convs
-    padded and at stride 1, and the first entry block at stride 1 (32 -> 32 -> 16 -> 8 -> 8 -> 4).
+    Layer for layer timm's ``legacy_xception`` (the Keras reference), as the spec describes it.
     """
 
-    def __init__(
-        self,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        *,
-        middle_repeats: int = 8,
-        drop_rate: float = 0.5,
-        cifar: bool = False,
-    ):
+    def __init__(self, spec: XceptionSpec):
         super().__init__()
-        check_int("middle_repeats", middle_repeats, 1)
-        check_range("drop_rate", drop_rate, 0.0, 1.0, high_open=True)
-        check_bool("cifar", cifar)
-        table = [replace(row, blocks=middle_repeats) if row.name == "middle" else row for row in XCEPTION_TABLE]
-        if cifar:
-            table[0] = replace(table[0], stride=1)
-
-        padding = 1 if cifar else 0  # the paper's stem convs are unpadded ("valid")
+        self.spec = spec
         self.stem = nn.Sequential()
-        self.stem.add_module("conv1", ConvNormAct(in_chans, STEM[0], 3, 1 if cifar else 2, padding=padding))
-        self.stem.add_module("conv2", ConvNormAct(STEM[0], STEM[1], 3, padding=padding))
+        in_chs = spec.in_chans
+        for i, conv in enumerate(spec.stem):
+            self.stem.add_module(f"conv{i + 1}", ConvNormAct(in_chs, conv.out_chs, 3, conv.stride, padding=conv.padding))
+            in_chs = conv.out_chs
 
         self.stages = nn.Sequential()
-        in_chs = STEM[1]
-        for row in table:
-            blocks = []
-            for i in range(row.blocks):
-                stride = row.stride if i == 0 else 1
-                blocks.append(
-                    XceptionBlock(in_chs, row.out, row.convs, stride, start_with_relu=row.start_with_relu, grow_first=row.grow_first)
-                )
-                in_chs = row.out
-            self.stages.add_module(row.name, nn.Sequential(*blocks))
+        for stage in spec.stages:
+            self.stages.add_module(stage.name, nn.Sequential(*(XceptionBlock(block) for block in stage.blocks)))
+            in_chs = stage.blocks[-1].out_chs
 
         self.neck = nn.Sequential()
-        for i, out_chs in enumerate(EXIT_CONVS):
+        for i, out_chs in enumerate(spec.neck_chs):
             self.neck.add_module(f"sep{i + 1}", SeparableConvNormAct(in_chs, out_chs, act=nn.ReLU))
             in_chs = out_chs
-        self.num_features = in_chs
-        self.classifier = ClassifierHead(self.num_features, num_classes, drop_rate)
+        self.num_features = spec.num_features
+        self.classifier = ClassifierHead(self.num_features, spec.num_classes, spec.drop_rate)
         init_weights(self)  # timm's init for convs and BN (He-normal fan-out, unit BN)
-
-
-@register_model(
-    "xception",
-    family="xception",
-    paper=PAPER,
-    input_size=(3, 299, 299),
-    published=(Published(top1=79.0, params=22_855_952, source="Xception paper Table 1 (top-1), Table 3 (params)"),),
-    representative=True,
-)
-def xception(
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    *,
-    middle_repeats: int = 8,
-    drop_rate: float = 0.5,
-    cifar: bool = False,
-) -> Xception:
-    """Xception at 299x299. ``middle_repeats``: blocks in the middle flow (the paper's 8).
-    ``drop_rate``: Section 4.3's dropout 0.5 before the logistic layer on ImageNet (timm uses 0)."""
-    return Xception(num_classes, in_chans, middle_repeats=middle_repeats, drop_rate=drop_rate, cifar=cifar)
