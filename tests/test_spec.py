@@ -122,3 +122,12 @@ def test_weights_saved_before_specs_still_load(tmp_path):
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
     assert loaded.spec == model.spec
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "squeezenet1_1", "densenet121", "shufflenet_v2", "xception", "efficientnet_b0"])
+def test_the_model_names_its_classifier_layer(name):
+    # what a fine-tune replaces for new classes: declared by the model, not guessed from key order
+    with torch.device("meta"):
+        model = smallnets.create_model(name, num_classes=7)
+    prefix = model.classifier_layer()
+    assert prefix.startswith("classifier") and model.state_dict()[f"{prefix}.weight"].shape[0] == 7

@@ -204,6 +204,15 @@ class SmallNet(nn.Module):
             self.train(was_training)
         return [{"name": f"stages.{i}", "channels": m.shape[1], "stride": round(input_size / m.shape[-1])} for i, m in enumerate(maps)]
 
+    def classifier_layer(self) -> str:
+        """State-dict prefix of the layer that gives the class scores (the one a new number of
+        classes replaces): the last layer with a weight inside ``classifier``, e.g. ``classifier.fc``
+        (SqueezeNet: its conv10, ``classifier.conv.conv``)."""
+        names = [n for n, m in self.classifier.named_modules() if isinstance(getattr(m, "weight", None), torch.Tensor)]
+        if not names:
+            raise ValueError(f"{type(self).__name__}.classifier has no layer with weights")
+        return "classifier" + (f".{names[-1]}" if names[-1] else "")
+
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(x)
 

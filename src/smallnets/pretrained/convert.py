@@ -217,7 +217,10 @@ def _pair(
 
 
 def _classifier_prefix(model: nn.Module) -> str | None:
-    """State-dict prefix of the last layer (the one a new number of classes replaces)."""
+    """State-dict prefix of the layer a new number of classes replaces: the zoo model says which
+    (``SmallNet.classifier_layer``); any other module: its last layer with a weight."""
+    if hasattr(model, "classifier_layer"):
+        return model.classifier_layer()
     keys = [k for k in model.state_dict() if k.endswith(".weight")]
     return keys[-1].rpartition(".")[0] if keys else None
 
