@@ -25,7 +25,7 @@ PARTS = {
     "modules": ("#80b1d3", ("smallnets.layers", "smallnets.models")),
     "weights + cost": ("#fdb462", ("smallnets.checkpoint", "smallnets.pretrained", "smallnets.profiler")),
     "factory": ("#fb8072", ("smallnets.zoo",)),
-    "data": ("#bebada", ("smallnets.data", "smallnets.image_sets")),
+    "data": ("#bebada", ("smallnets.data",)),
     "workflows": ("#ffffb3", ("smallnets.training", "smallnets.rundir", "smallnets.fast_cpu", "smallnets.evaluation", "smallnets.prediction", "smallnets.compare", "smallnets.plots")),
     "command line": ("#fccde5", ("smallnets.cli", "smallnets.__main__")),
 }

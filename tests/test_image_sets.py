@@ -20,7 +20,7 @@ from PIL import Image
 
 from smallnets.cli import main
 from smallnets.data import make_eval_transform
-from smallnets.image_sets import archive_batches, find_images, list_labelled
+from smallnets.data.image_sets import archive_batches, find_images, list_labelled
 from smallnets.training import RunConfig, Trainer
 
 CLASSES = ("bird", "cat", "dog")

@@ -366,7 +366,7 @@ def cmd_convert(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from smallnets.image_sets import find_images
+    from smallnets.data.image_sets import find_images
     from smallnets.prediction import iter_predictions
 
     if args.pretrained:

@@ -218,7 +218,7 @@ def _file_batches(source: Path, kind: str, names: Sequence[str], labels: Sequenc
     """Normalised batches of files of a folder or archive, with the model's eval transform."""
     from smallnets.data import make_eval_transform
     from smallnets.data import skips
-    from smallnets.image_sets import archive_batches, file_batches, normalized
+    from smallnets.data.image_sets import archive_batches, file_batches, normalized
 
     transform = make_eval_transform(preprocessing)
     if kind == "archive":
@@ -385,7 +385,7 @@ def evaluate_weights(
             )
         if preprocessing is None:
             raise ValueError(f"weights {str(file)!r} record no preprocessing in their sidecar; split='all' needs it to prepare the images")
-        from smallnets.image_sets import list_labelled
+        from smallnets.data.image_sets import list_labelled
 
         files = list_labelled(data)
         skiplog = files.skiplog  # what listing left out; decoding adds the unreadable files

@@ -91,7 +91,7 @@ def iter_predictions(
 ) -> Iterator[Prediction]:
     """``predict`` one result at a time, as each batch is done (in input order)."""
     from smallnets.data import make_eval_transform
-    from smallnets.image_sets import file_batches, find_images, normalized
+    from smallnets.data.image_sets import file_batches, find_images, normalized
 
     check_int("top_k", top_k)
     check_int("batch_size", batch_size)
