@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import smallnets
+from conftest import load_facts
 from smallnets.arch.shufflenet import ShuffleNetV1Spec, ShuffleNetV2Spec, ShuffleV1Block, ShuffleV2Block, shufflenet_v1
 from smallnets.arch.spec import ArchSpec
 from smallnets.layers import ChannelShuffle, channel_shuffle
@@ -23,14 +23,11 @@ from smallnets.models.shufflenet import (
     ShuffleV2Unit,
 )
 
-PAPER_TABLES = Path(__file__).resolve().parents[2] / "shared/reference/paper_tables.json"
 MODELS = ("shufflenet_v1", "shufflenet_v2")
 
 
 def _entries():
-    if not PAPER_TABLES.exists():
-        return [pytest.param(None, id="paper_tables.json-missing", marks=pytest.mark.skip(reason=f"{PAPER_TABLES} not available"))]
-    entries = [e for e in json.loads(PAPER_TABLES.read_text())["entries"] if e["model"] in MODELS]
+    entries = [e for e in load_facts("paper_tables.json")["entries"] if e["model"] in MODELS]
     return [pytest.param(e, id=e["id"]) for e in entries]
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,12 +11,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import smallnets
+from conftest import load_facts
 from conftest import shared_path
 from smallnets.arch.spec import ArchSpec
 from smallnets.arch.squeezenet import Conv1, FireBlock, SqueezeNetSpec, fire_table
 from smallnets.models.squeezenet import BypassFire, Fire
 
-PAPER_TABLES = Path(__file__).resolve().parents[2] / "shared/reference/paper_tables.json"
 MODELS = ("squeezenet", "squeezenet1_0", "squeezenet1_1")
 TABLE1 = (  # SqueezeNet paper Table 1: (s1x1, e1x1, e3x3) of fire2 .. fire9
     (16, 64, 64), (16, 64, 64), (32, 128, 128), (32, 128, 128),
@@ -26,9 +25,7 @@ TABLE1 = (  # SqueezeNet paper Table 1: (s1x1, e1x1, e3x3) of fire2 .. fire9
 
 
 def _entries():
-    if not PAPER_TABLES.exists():
-        return [pytest.param(None, id="paper_tables.json-missing", marks=pytest.mark.skip(reason=f"{PAPER_TABLES} not available"))]
-    entries = [e for e in json.loads(PAPER_TABLES.read_text())["entries"] if e["model"] in MODELS]
+    entries = [e for e in load_facts("paper_tables.json")["entries"] if e["model"] in MODELS]
     return [pytest.param(e, id=e["id"]) for e in entries]
 
 

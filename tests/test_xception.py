@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,19 +12,17 @@ import torch.nn.functional as F
 from torch import nn
 
 import smallnets
+from conftest import load_facts
 from conftest import shared_path
 from smallnets.arch.spec import ArchSpec
 from smallnets.arch.xception import SeparableBlock, XceptionSpec
 from smallnets.models.xception import SeparableConvNormAct, XceptionBlock
 
-PAPER_TABLES = Path(__file__).resolve().parents[2] / "shared/reference/paper_tables.json"
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.ELU, nn.SiLU, nn.GELU, nn.LeakyReLU, nn.Hardswish, nn.Sigmoid, nn.Tanh)
 
 
 def _entries():
-    if not PAPER_TABLES.exists():
-        return [pytest.param(None, id="paper_tables.json-missing", marks=pytest.mark.skip(reason=f"{PAPER_TABLES} not available"))]
-    entries = [e for e in json.loads(PAPER_TABLES.read_text())["entries"] if e["model"] == "xception"]
+    entries = [e for e in load_facts("paper_tables.json")["entries"] if e["model"] == "xception"]
     return [pytest.param(e, id=e["id"]) for e in entries]
 
 
