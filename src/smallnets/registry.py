@@ -15,12 +15,12 @@ from types import MappingProxyType
 from typing import Any
 
 from smallnets._checks import check_finite, check_int, suggest
-from smallnets.arch import efficientnet, mobilenet, shufflenet, squeezenet, xception
+from smallnets.arch import densenet, efficientnet, mobilenet, shufflenet, squeezenet, xception
 from smallnets.arch.spec import ArchSpec, Entry, Published
 
 # Arguments every spec builder takes; everything else it accepts is a "knob".
 COMMON_ARGS = ("num_classes", "in_chans")
-ARCH_MODULES = (mobilenet, efficientnet, shufflenet, squeezenet, xception)
+ARCH_MODULES = (mobilenet, efficientnet, shufflenet, squeezenet, xception, densenet)
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,7 @@ class ModelInfo:
     fixed: Mapping[str, Any]  # builder arguments this entry pins (its identity, e.g. growth rate)
     published: tuple[Published, ...]
     representative: bool  # shown by ``smallnets compare`` when no names are given
-    spec_builder: Callable[..., ArchSpec] | None = field(default=None, repr=False, compare=False)
-    builder: Callable[..., Any] | None = field(default=None, repr=False, compare=False)  # legacy: (num_classes, in_chans, **knobs) -> module
+    spec_builder: Callable[..., ArchSpec] | None = field(default=None, repr=False, compare=False)  # (num_classes, in_chans, **knobs) -> spec
     num_classes: int = 1000  # the builder's default classifier width
     in_chans: int = 3
 
@@ -86,49 +85,14 @@ def add_entry(entry: Entry) -> None:
     ))  # fmt: skip
 
 
-def register_model(
-    name: str | None = None,
-    *,
-    family: str,
-    paper: str,
-    input_size: tuple[int, int, int] = (3, 224, 224),
-    fixed: Mapping[str, Any] | None = None,
-    defaults: Mapping[str, Any] | None = None,
-    published: tuple[Published, ...] = (),
-    representative: bool = False,
-):
-    """Register a module builder ``fn(num_classes, in_chans, **knobs) -> nn.Module`` under ``name``
-    (families not yet described by a spec)."""
-    fixed = dict(fixed or {})
-    defaults = dict(defaults or {})
-
-    def decorate(fn):
-        entry_name = name or fn.__name__
-        if entry_name in _REGISTRY:
-            raise ValueError(f"model name {entry_name!r} is already registered")
-        params = inspect.signature(fn).parameters
-        knobs = _knobs_of(fn, entry_name, fixed, defaults)
-        _add(ModelInfo(name=entry_name, family=family, paper=paper, input_size=tuple(input_size), knobs=MappingProxyType(knobs),
-                       fixed=MappingProxyType(fixed), published=tuple(published), representative=representative, builder=fn,
-                       num_classes=params["num_classes"].default, in_chans=params["in_chans"].default))  # fmt: skip
-        return fn
-
-    return decorate
-
-
 for _module in ARCH_MODULES:
     for _entry in _module.ENTRIES:
         add_entry(_entry)
 del _module, _entry
 
 
-def _ensure_loaded() -> None:
-    import smallnets.models  # noqa: F401  (legacy families register on import)
-
-
 def list_models(pattern: str | None = None) -> list[str]:
     """Registered model names, sorted; ``pattern`` is a shell-style wildcard such as ``'mobilenet*'``."""
-    _ensure_loaded()
     names = sorted(_REGISTRY)
     if pattern is None:
         return names
@@ -139,7 +103,6 @@ def list_models(pattern: str | None = None) -> list[str]:
 
 def model_info(name: str) -> ModelInfo:
     """Metadata of a registered model: paper, default input size, knobs and published figures."""
-    _ensure_loaded()
     if not isinstance(name, str) or name not in _REGISTRY:
         raise ValueError(f"model name must be a registered model (see smallnets.list_models()), got {name!r}{suggest(name, _REGISTRY)}")
     return _REGISTRY[name]
@@ -168,8 +131,6 @@ def model_spec(name: str, num_classes: int | None = None, in_chans: int | None =
     :func:`smallnets.build_model`. At the entry's paper resolution unless a CIFAR stem says 32 px.
     """
     info = model_info(name)
-    if info.spec_builder is None:
-        raise ValueError(f"{name} is not described by a spec yet (family {info.family}); build it with create_model")
     num_classes = info.num_classes if num_classes is None else num_classes
     in_chans = info.in_chans if in_chans is None else in_chans
     check_int("num_classes", num_classes, 1)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from torch import nn
 
+from smallnets.arch.densenet import DenseNetSpec
 from smallnets.arch.efficientnet import EfficientNetSpec
 from smallnets.arch.mobilenet import MobileNetV1Spec, MobileNetV2Spec
 from smallnets.arch.shufflenet import ShuffleNetV1Spec, ShuffleNetV2Spec
 from smallnets.arch.spec import ArchSpec
 from smallnets.arch.squeezenet import SqueezeNetSpec
 from smallnets.arch.xception import XceptionSpec
-from smallnets.models import densenet  # noqa: F401  (legacy families register on import)
+from smallnets.models.densenet import DenseNet
 from smallnets.models.efficientnet import EfficientNet
 from smallnets.models.mobilenet import MobileNetV1, MobileNetV2
 from smallnets.models.shufflenet import ShuffleNetV1, ShuffleNetV2
@@ -25,6 +26,7 @@ BUILDERS: dict[type[ArchSpec], type[nn.Module]] = {
     ShuffleNetV2Spec: ShuffleNetV2,
     SqueezeNetSpec: SqueezeNet,
     XceptionSpec: Xception,
+    DenseNetSpec: DenseNet,
 }
 
 
