@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import smallnets
-from smallnets.registry import Published, register_model
+from smallnets.arch.spec import Entry
+from smallnets.registry import Published, add_entry
 
 
 def test_list_models_patterns():
@@ -83,9 +84,9 @@ def test_bad_common_args(arg, value):
 
 def test_registry_refuses_duplicates_and_bad_builders():
     with pytest.raises(ValueError, match="already registered"):
-        register_model("mobilenet_v1", family="x", paper="y")(lambda num_classes=1, in_chans=3: None)
+        add_entry(Entry(name="mobilenet_v1", family="x", paper="y", spec=lambda num_classes=1, in_chans=3: None))
     with pytest.raises(TypeError, match="must accept 'in_chans'"):
-        register_model("tmp_no_in_chans", family="x", paper="y")(lambda num_classes=1: None)
+        add_entry(Entry(name="tmp_no_in_chans", family="x", paper="y", spec=lambda num_classes=1: None))
     assert "tmp_no_in_chans" not in smallnets.list_models()
 
 

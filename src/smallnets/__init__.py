@@ -1,7 +1,7 @@
 """smallnets: efficient convolutional networks exact to their papers, with a cost profiler."""
 
 from smallnets.checkpoint import read_sidecar, save_weights
-from smallnets.layers import make_divisible, round_repeats
+from smallnets.arch.spec import make_divisible, round_repeats
 from smallnets.profiler import CostReport, count_macs, count_params, profile
 from smallnets.models import build_model
 from smallnets.registry import ModelInfo, Published, list_models, model_info, model_spec

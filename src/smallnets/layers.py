@@ -7,7 +7,6 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from smallnets.arch.spec import make_divisible, round_repeats  # noqa: F401  (one definition, re-exported for the builders)
 
 ModuleFactory = Callable[[], nn.Module]
 

@@ -3,7 +3,6 @@ and pretrained weights are loaded onto it. The one module that stands above both
 
 from __future__ import annotations
 
-import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -11,11 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from smallnets._checks import check_int
 from smallnets.arch.spec import ArchSpec
 from smallnets.checkpoint import load_tensors, read_weights, recorded_knobs
 from smallnets.models import build_model
-from smallnets.registry import model_info, model_spec, resolve_knobs
+from smallnets.pretrained.convert import build_named
 
 
 def create_model(name: str, num_classes: int | None = None, in_chans: int | None = None, *, pretrained: Any = None, **knobs: Any) -> nn.Module:
@@ -38,22 +36,7 @@ def create_model(name: str, num_classes: int | None = None, in_chans: int | None
         from smallnets.pretrained import load_pretrained
 
         return load_pretrained(name, pretrained, num_classes=num_classes, **knobs)
-    info = model_info(name)
-    if info.spec_builder is not None:
-        spec = model_spec(name, num_classes, in_chans, **knobs)
-        model = build_model(spec)
-        resolved = resolve_knobs(name, knobs)
-        model.smallnets_config = {"name": name, "num_classes": spec.num_classes, "in_chans": spec.in_chans, "knobs": resolved}
-        return model
-    params = inspect.signature(info.builder).parameters
-    num_classes = params["num_classes"].default if num_classes is None else num_classes
-    in_chans = params["in_chans"].default if in_chans is None else in_chans
-    check_int("num_classes", num_classes, 1)
-    check_int("in_chans", in_chans, 1)
-    resolved = resolve_knobs(name, knobs)
-    model = info.builder(num_classes=num_classes, in_chans=in_chans, **resolved, **info.fixed)
-    model.smallnets_config = {"name": name, "num_classes": num_classes, "in_chans": in_chans, "knobs": resolved}
-    return model
+    return build_named(name, num_classes=num_classes, in_chans=in_chans, **knobs)
 
 
 def model_from_spec(spec: ArchSpec) -> nn.Module:

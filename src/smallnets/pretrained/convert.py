@@ -9,7 +9,6 @@ telling a checkpoint's format from its keys, and the reports of what did not fit
 
 from __future__ import annotations
 
-import inspect
 import os
 import pickle
 import re
@@ -21,10 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from smallnets._checks import check_int
 from smallnets.models import build_model
 from smallnets.pretrained.formats import FORMATS, WeightFormat
-from smallnets.registry import model_info, model_spec, resolve_knobs
+from smallnets.registry import model_spec, resolve_knobs
 
 __all__ = ["PretrainedMismatch", "convert_state_dict", "detect_format", "model_modules", "read_checkpoint", "source_modules"]
 
@@ -253,27 +251,12 @@ def _match_by_name(
     }
 
 
-def build_named(name: str, *, num_classes: int | None = None, **knobs: Any) -> nn.Module:
+def build_named(name: str, *, num_classes: int | None = None, in_chans: int | None = None, **knobs: Any) -> nn.Module:
     """The zoo model ``name`` with ``knobs``, freshly initialised and recording how it was built, as
     ``smallnets.zoo.create_model`` builds it (which this package cannot call: zoo imports it)."""
-    info = model_info(name)
-    if info.spec_builder is None:
-        return _build_legacy(name, num_classes, knobs)
-    spec = model_spec(name, num_classes, **knobs)
+    spec = model_spec(name, num_classes, in_chans, **knobs)
     model = build_model(spec)
     model.smallnets_config = {"name": name, "num_classes": spec.num_classes, "in_chans": spec.in_chans, "knobs": resolve_knobs(name, knobs)}
-    return model
-
-
-# FALLBACK, to delete once every family is described by a spec (densenet and xception are still
-# registered with a module builder): the legacy path of zoo.create_model, through the registry's builder.
-def _build_legacy(name: str, num_classes: int | None, knobs: Mapping[str, Any]) -> nn.Module:
-    info = model_info(name)
-    num_classes = inspect.signature(info.builder).parameters["num_classes"].default if num_classes is None else num_classes
-    check_int("num_classes", num_classes, 1)
-    resolved = resolve_knobs(name, knobs)
-    model = info.builder(num_classes=num_classes, in_chans=info.in_chans, **resolved, **info.fixed)
-    model.smallnets_config = {"name": name, "num_classes": num_classes, "in_chans": info.in_chans, "knobs": resolved}
     return model
 
 
