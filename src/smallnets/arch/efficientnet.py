@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from smallnets._checks import check_bool, check_positive, check_range
-from smallnets.arch.inverted import Conv, Stage, _ConvNetSpec, cifar_stem, scale_depth, scale_width, table_blocks
+from smallnets._checks import check_bool
+from smallnets.arch.inverted import Conv, Stage, _ConvNetSpec, check_common_knobs, cifar_stem, scale_depth, scale_width, table_blocks
 from smallnets.arch.spec import Entry, Published
 
 PAPER = "Tan & Le 2019, EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks, arXiv:1905.11946"
@@ -89,10 +89,7 @@ def efficientnet(
     ``bn_eps`` / ``bn_momentum`` (PyTorch convention) are 1e-3 / 0.01 for torchvision's B5-B7; timm's
     TF ports use eps 1e-3 with ``same_padding=True``.
     """
-    check_positive("width_mult", width_mult)
-    check_positive("depth_mult", depth_mult)
-    check_bool("cifar", cifar)
-    check_range("drop_rate", drop_rate, 0.0, 1.0, high_open=True)
+    check_common_knobs(width_mult=width_mult, depth_mult=depth_mult, drop_rate=drop_rate, cifar=cifar, drop_path_rate=drop_path_rate)
     base = EfficientNetSpec(num_classes=num_classes, in_chans=in_chans, stem=Conv(out_chs=B0_STEM, stride=2),
                             stages=table_blocks(B0_TABLE, B0_STEM, se_ratio=SE_RATIO), neck_chs=NECK_EXPANSION * B0_TABLE[-1].out,
                             act="silu", bn_eps=bn_eps, bn_momentum=bn_momentum, drop_rate=drop_rate, drop_path_rate=drop_path_rate,

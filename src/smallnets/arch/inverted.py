@@ -167,6 +167,15 @@ class _ConvNetSpec(ArchSpec):
         return self.neck_chs if self.neck_chs is not None else self.stages_chs
 
 
+def check_common_knobs(*, width_mult: float, depth_mult: float, drop_rate: float, cifar: bool, drop_path_rate: float = 0.0) -> None:
+    """The knobs MobileNetV1/V2 and EfficientNet share, checked before any spec is derived from them."""
+    check_positive("width_mult", width_mult)
+    check_positive("depth_mult", depth_mult)
+    check_range("drop_rate", drop_rate, 0.0, 1.0, high_open=True)
+    check_range("drop_path_rate", drop_path_rate, 0.0, 1.0, high_open=True)
+    check_bool("cifar", cifar)
+
+
 def with_channels(stages: Iterable[Iterable[Block]], stem_chs: int) -> tuple[tuple[Block, ...], ...]:
     """Blocks with ``in_chs`` carried forward from ``stem_chs`` and each previous block's output."""
     out, chs = [], stem_chs

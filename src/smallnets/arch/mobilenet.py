@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from smallnets._checks import check_bool, check_int, check_range
-from smallnets.arch.inverted import Conv, Separable, Stage, _ConvNetSpec, cifar_stem, scale_depth, scale_width, separable_blocks, table_blocks
+from smallnets._checks import check_bool, check_int
+from smallnets.arch.inverted import Conv, Separable, Stage, _ConvNetSpec, check_common_knobs, cifar_stem, scale_depth, scale_width, separable_blocks, table_blocks
 from smallnets.arch.spec import Entry, Published
 
 V1_PAPER = "Howard et al. 2017, MobileNets: Efficient Convolutional Neural Networks for Mobile Vision Applications, arXiv:1704.04861"
@@ -55,16 +55,6 @@ class MobileNetV2Spec(_ConvNetSpec):
     family = "mobilenet_v2"
 
 
-def _check_common(width_mult, depth_mult, drop_rate, drop_path_rate, cifar) -> None:
-    from smallnets._checks import check_positive
-
-    check_positive("width_mult", width_mult)
-    check_positive("depth_mult", depth_mult)
-    check_range("drop_rate", drop_rate, 0.0, 1.0, high_open=True)
-    check_range("drop_path_rate", drop_path_rate, 0.0, 1.0, high_open=True)
-    check_bool("cifar", cifar)
-
-
 def mobilenet_v1(
     num_classes: int = 1000,
     in_chans: int = 3,
@@ -85,7 +75,7 @@ def mobilenet_v1(
     Table 4's "Conv MobileNet" (one full 3x3 conv per pair). ``head_chs`` adds a 1x1 conv head of
     that width before pooling (not in the paper; timm's ``mobilenetv1_100h``).
     """
-    _check_common(width_mult, depth_mult, drop_rate, 0.0, cifar)
+    check_common_knobs(width_mult=width_mult, depth_mult=depth_mult, drop_rate=drop_rate, cifar=cifar)
     check_bool("separable", separable)
     if head_chs is not None:
         check_int("head_chs", head_chs)
@@ -114,7 +104,7 @@ def mobilenet_v2(
     the paper). ``fix_stem_head`` keeps the stem (32), the last conv (1280) and the depth of the
     first and last rows unscaled (not in the paper; timm's ``mobilenetv2_110d`` = width 1.1, depth
     1.2 and ``mobilenetv2_120d`` = width 1.2, depth 1.4)."""
-    _check_common(width_mult, depth_mult, drop_rate, drop_path_rate, cifar)
+    check_common_knobs(width_mult=width_mult, depth_mult=depth_mult, drop_rate=drop_rate, cifar=cifar, drop_path_rate=drop_path_rate)
     check_bool("fix_stem_head", fix_stem_head)
     base = MobileNetV2Spec(num_classes=num_classes, in_chans=in_chans, stem=Conv(out_chs=V2_STEM, stride=2),
                            stages=table_blocks(V2_TABLE, V2_STEM), neck_chs=V2_LAST, act="relu6",
