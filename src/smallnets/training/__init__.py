@@ -1,4 +1,4 @@
-"""Training: typed configuration, the trainer (one process or torchrun), its objectives, optimizers and schedules.
+"""Training: typed configuration, the trainer (one process or torchrun), its objectives (distillation included), step hooks, optimizers and schedules.
 
 The names below are imported on first use, so that ``smallnets.training.config`` (which reading a
 past run needs) loads without the trainer and its data pipeline.
@@ -15,6 +15,7 @@ _LAZY = {
     "CrossEntropy": "smallnets.training.objective",
     "Distillation": "smallnets.training.objective",
     "Objective": "smallnets.training.objective",
+    "TrainHook": "smallnets.training.hooks",
     "Trainer": "smallnets.training.trainer",
     "TrainingDiverged": "smallnets.training.trainer",
     "TrainResult": "smallnets.training.trainer",

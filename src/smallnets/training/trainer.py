@@ -4,7 +4,22 @@ spec or as an object, minimising a replaceable objective (objective.py), saving 
 What the run directory holds, and how it is claimed and read back, is smallnets.rundir's. The
 parts of a run live beside this file: the model (model_setup.py), optimizers and schedules
 (optim.py), mixup / cutmix (mixing.py), EMA (ema.py), random states (rng.py), Ctrl-C handling
-(signals.py), precision and threads (device.py), DDP (parallel.py).
+(signals.py), precision and threads (device.py), DDP (parallel.py), step hooks (hooks.py).
+
+Step hooks (``hooks=`` of :class:`Trainer` and ``Trainer.resume``) run inside the loop, on every
+rank, with the unwrapped model (never the DDP or compiled wrapper). A hook is any object with any
+subset of these methods; only those it has are called (:class:`smallnets.training.TrainHook`):
+
+* ``start(model, total_steps)``: once per ``fit()``, before its first step (after a resume too,
+  with the resumed weights in ``model``); ``total_steps`` = epochs x steps per epoch, the whole run's.
+* ``after_backward(model, step)``: the gradients are ready and unscaled (after GradScaler.unscale_
+  and gradient clipping, if any; under torchrun averaged over the ranks), before ``optimizer.step``.
+* ``after_step(model, step)``: right after ``optimizer.step`` (also for a step fp16's GradScaler
+  skipped), before the EMA update, so the EMA sees what the hook did.
+* ``describe() -> dict``: recorded in config.json ("resolved" / "hooks") and run.json ("hooks").
+
+``step`` is the 0-based global optimizer step (across epochs and resumes). A resume must be given
+hooks of the same classes again, in the same order (as an objective of one's own).
 
 ``--resume RUN`` reloads state.safetensors and continues at the saved batch: the batches of an
 epoch are a pure function of (seed, epoch) and every random state is restored, so a resumed run
@@ -45,6 +60,7 @@ from smallnets.training import model_setup
 from smallnets.training.config import ModelConfig, RunConfig, TrainConfig, check_train_config, split_options
 from smallnets.training.device import AMP_DTYPES, cpu_threads, resolve_precision
 from smallnets.training.ema import ModelEMA
+from smallnets.training.hooks import Hooks
 from smallnets.training.mixing import mix_batch, mix_generator
 from smallnets.training.objective import Batch, CrossEntropy, describe
 from smallnets.training.optim import Schedule, build_optimizer, resolved_lr
@@ -76,12 +92,13 @@ class Trainer:
     into config.json, so the run resumes and its weights reload from the run's files alone.
     ``objective``: what is minimised, ``objective(logits, targets, batch) -> loss`` (see
     objective.py); default :class:`CrossEntropy` with ``config.train.label_smoothing``.
+    ``hooks``: step hooks, see the module's docstring.
 
     ``config.train.threads`` holds while the trainer works (construction and ``fit()``); the
     caller's thread count is restored when either ends, by an error too.
     """
 
-    def __init__(self, config: RunConfig, model: nn.Module | None = None, objective=None, *,
+    def __init__(self, config: RunConfig, model: nn.Module | None = None, objective=None, *, hooks=(),
                  run_dir: str | Path | None = None, _resume_state: dict | None = None):  # fmt: skip
         if not isinstance(config, RunConfig):
             raise TypeError(f"config must be a RunConfig, got {type(config).__qualname__}")
@@ -92,6 +109,7 @@ class Trainer:
             raise ValueError("data must be given: a folder, a .tar/.tar.gz archive, 'cifar10' or 'cifar100'; got ''")
         if objective is not None and not callable(objective):
             raise TypeError(f"objective must be callable as objective(logits, targets, batch) -> loss, got {type(objective).__qualname__}")
+        self.hooks = Hooks(hooks)
         self.objective = objective if objective is not None else CrossEntropy(cfg.label_smoothing)
         self.dist, self.device = distr.init_distributed(cfg.device)
         if cfg.sync_bn and self.device.type != "cuda":
@@ -221,12 +239,13 @@ class Trainer:
         return model
 
     @classmethod
-    def resume(cls, run_dir: str | Path, *, objective=None, **overrides: Any) -> Trainer:
+    def resume(cls, run_dir: str | Path, *, objective=None, hooks=(), **overrides: Any) -> Trainer:
         """Continue the run in ``run_dir`` from its state.safetensors.
 
         ``overrides`` may change settings that do not alter the results (progress, threads,
         max_minutes, epochs to extend a finished run); anything else is refused. A run trained with
-        an objective of its own needs it again (``objective=``); the model comes from config.json.
+        an objective of its own needs it again (``objective=``), and its hooks (``hooks=``, the same
+        classes in the same order); the model comes from config.json.
         """
         run = RunDir(run_dir)
         if not run.state.is_file():
@@ -236,13 +255,19 @@ class Trainer:
             if key not in allowed:
                 raise ValueError(f"resume overrides must be among {', '.join(sorted(allowed))} (others would change the results), got {key!r}")
         config = run.read_config(**overrides)
-        default = CrossEntropy(config.train.label_smoothing)
-        recorded = run.read_config_dict().get("resolved", {}).get("objective") or describe(default)
-        given = describe(objective if objective is not None else default)
-        if given["name"] != recorded["name"]:
-            raise ValueError(f"objective must be the run's own to resume it: the run was trained with {recorded['name']}, got {given['name']}"
+        resolved = run.read_config_dict().get("resolved") or {}
+        default = describe(CrossEntropy(config.train.label_smoothing))["name"]
+        recorded = (resolved.get("objective") or {}).get("name") or default
+        given = describe(objective)["name"] if objective is not None else default
+        if given != recorded:
+            raise ValueError(f"objective must be the run's own to resume it: the run was trained with {recorded}, got {given}"
                              + ("; pass it again: Trainer.resume(run, objective=...)" if objective is None else ""))  # fmt: skip
-        return cls(config, objective=objective, run_dir=run.path, _resume_state=load_state(run.state))
+        hooks = Hooks(hooks)
+        recorded_hooks = [h.get("name") for h in resolved.get("hooks") or []]
+        if hooks.names() != recorded_hooks:
+            raise ValueError(f"hooks must be the run's own to resume it: the run was trained with [{', '.join(recorded_hooks)}], "
+                             f"got [{', '.join(hooks.names())}]" + ("; pass them again: Trainer.resume(run, hooks=...)" if not hooks else ""))  # fmt: skip
+        return cls(config, objective=objective, hooks=hooks.hooks, run_dir=run.path, _resume_state=load_state(run.state))
 
     # --- the run directory ------------------------------------------------------------------
 
@@ -285,6 +310,8 @@ class Trainer:
             out["resolved"]["chosen_knobs"] = dict(self.chosen_knobs)
         if not isinstance(self.objective, CrossEntropy):  # the default is not recorded: files as before
             out["resolved"]["objective"] = describe(self.objective)
+        if self.hooks:
+            out["resolved"]["hooks"] = self.hooks.describe()
         return out
 
     def _write_run_json(self, status: str, message: str | None = None, *, position: tuple[int, int, int] | None = None) -> None:
@@ -317,6 +344,8 @@ class Trainer:
             info["previous_session"] = self._previous_session
         if self.pretrained_report is not None:
             info["pretrained"] = self.pretrained_report
+        if self.hooks:
+            info["hooks"] = self.hooks.describe()
         self.rundir.write_run_info(info)
 
     # --- state ----------------------------------------------------------------------------------
@@ -445,6 +474,7 @@ class Trainer:
                   f"{self.data.pipeline} pipeline), validating on {self.data.num_val}; {self.steps_per_epoch} steps/epoch, "
                   f"batch {self.global_batch}, lr {self.base_lr:.4g}, {self.precision}, {self.device}, "
                   f"{self.dist.world_size} process(es); run: {self.run_dir}", file=sys.stderr, flush=True)  # fmt: skip
+        self.hooks.call("start", self.model, cfg.epochs * self.steps_per_epoch)
         while self.epoch < cfg.epochs:
             outcome = self._train_epoch(steps_left)
             if outcome["steps"] is not None and steps_left is not None:
@@ -510,7 +540,7 @@ class Trainer:
                     f"loss became {loss_value} at epoch {self.epoch + 1}, batch {self.batch} (lr {lr:.4g}); stopped. "
                     f"The last good checkpoint in {self.run_dir} is kept. Try a lower --lr, --grad-clip 1.0, or --precision fp32."
                 )
-            self._optimizer_step(loss)
+            self._optimizer_step(loss, self.global_step)
             n = y.shape[0]
             partial["loss_sum"] += loss_value * n
             partial["seen"] += n
@@ -539,21 +569,26 @@ class Trainer:
         prog.close()
         return {"stopped": None, "steps": done}
 
-    def _optimizer_step(self, loss: torch.Tensor) -> None:
+    def _optimizer_step(self, loss: torch.Tensor, step: int) -> None:
+        """Backward, clipping, the update and the EMA, with the hooks between them (``step``: 0-based, global)."""
         grad_clip = self.config.train.grad_clip
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
-            if grad_clip is not None:
+            if grad_clip is not None or self.hooks.has("after_backward"):  # hooks see true gradients
                 self.scaler.unscale_(self.optimizer)
+            if grad_clip is not None:
                 nn.utils.clip_grad_norm_(self.model.parameters(), grad_clip)
+            self.hooks.call("after_backward", self.model, step)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             loss.backward()
             if grad_clip is not None:
                 nn.utils.clip_grad_norm_(self.model.parameters(), grad_clip)
+            self.hooks.call("after_backward", self.model, step)
             self.optimizer.step()
+        self.hooks.call("after_step", self.model, step)
         if self.ema is not None:
             self.ema.update(self.model)
 
@@ -601,13 +636,14 @@ class Trainer:
 
 
 def train(model: str | nn.Module, data: str | os.PathLike, *, config: str | os.PathLike | dict | None = None, objective=None,
-          **options: Any) -> TrainResult:  # fmt: skip
+          hooks=(), **options: Any) -> TrainResult:  # fmt: skip
     """Train a model: ``smallnets.train('mobilenet_v2', 'images/', epochs=10, width_mult=0.5, cifar=True)``.
 
     ``model``: a zoo name, or a model object built by smallnets (``model_from_spec(spec)``; no knobs
     then). Keyword options are fields of :class:`DataConfig` and :class:`TrainConfig`; any other
     keyword is a knob of the model. ``config`` (a JSON/TOML file or a dict with model/data/train
-    sections) gives the starting values, which the keywords override. ``objective``: see :class:`Trainer`.
+    sections) gives the starting values, which the keywords override. ``objective``, ``hooks``: see
+    :class:`Trainer`.
     """
     from smallnets.training.config import load_config_file
 
@@ -623,7 +659,7 @@ def train(model: str | nn.Module, data: str | os.PathLike, *, config: str | os.P
         raw.setdefault("model", {}).update({"name": model, **knobs})
     raw.setdefault("data", {}).update({"path": os.fspath(data), **data_opts})
     raw.setdefault("train", {}).update(train_opts)
-    return Trainer(RunConfig.from_dict(raw), model=given, objective=objective).fit()
+    return Trainer(RunConfig.from_dict(raw), model=given, objective=objective, hooks=hooks).fit()
 
 
 __all__ = ["ModelConfig", "RunConfig", "TrainConfig", "Trainer", "TrainResult", "TrainingDiverged", "train"]
