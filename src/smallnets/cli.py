@@ -436,10 +436,15 @@ def build_parser() -> argparse.ArgumentParser:
             "Every field of the data and train configuration is a flag (--epochs 30, --batch-size 128, "
             "--optimizer adamw, --ema, --precision bf16 ...); any other flag is a model knob "
             "(--width-mult 0.5, --cifar). Flags override --config FILE (JSON or TOML with [model], "
-            "[data], [train] sections). Under torchrun every process runs the same command."
+            "[data], [train] sections). Under torchrun every process runs the same command. "
+            "Knowledge distillation: --teacher RUN_OR_WEIGHTS (a run directory or a smallnets .safetensors with its "
+            "sidecar, trained on the same classes at the same input size) with --kd-weight 0.5 (the KL term's share, "
+            "in [0, 1]) and --kd-temperature 4 (T > 0): the loss is kd_weight * T^2 * KL + (1 - kd_weight) * cross-entropy, "
+            "the teacher frozen and shown each augmented batch; --resume loads it again from config.json."
         ),
     )
-    p.usage = "smallnets train MODEL --data PATH [--config FILE] [--OPTION VALUE ...] [--KNOB VALUE ...]\n       smallnets train --resume RUN"
+    p.usage = ("smallnets train MODEL --data PATH [--config FILE] [--teacher RUN_OR_WEIGHTS [--kd-weight W] [--kd-temperature T]] "
+               "[--OPTION VALUE ...] [--KNOB VALUE ...]\n       smallnets train --resume RUN")
     p.add_argument("--data", help="image folder, .tar/.tar.gz archive, cifar10 or cifar100")
     p.add_argument("--config", help="JSON or TOML run configuration")
     p.add_argument("--resume", metavar="RUN", help="continue the run in this directory")

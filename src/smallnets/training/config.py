@@ -113,6 +113,10 @@ class TrainConfig:
     pretrained_format: str | None = None  # e.g. timm:tf_efficientnet_b0 (default: detected)
     freeze: str | None = None  # "backbone" (linear probe), or a stage ("stages.2"): it and all before it
     backbone_lr_scale: float = 1.0  # learning rate of the pretrained layers relative to the new classifier
+    # knowledge distillation (Hinton et al. 2015): loss = kd_weight * T^2 * KL + (1 - kd_weight) * label loss
+    teacher: str | None = None  # a run directory or a smallnets .safetensors weights file (with its sidecar)
+    kd_weight: float = 0.5  # share of the KL term (alpha), in [0, 1]; 1: the teacher's soft targets alone
+    kd_temperature: float = 4.0  # softmax temperature T of both distributions, > 0
 
     def __post_init__(self) -> None:
         # every field against its annotation (an integer is a number too: 1 -> 1.0), then the rules
@@ -133,6 +137,13 @@ def _check_train_values(cfg: TrainConfig) -> None:
     check_range("backbone_lr_scale", cfg.backbone_lr_scale, 0.0, 1e3)
     if (cfg.freeze is not None or cfg.backbone_lr_scale != 1.0 or cfg.pretrained_format is not None) and not cfg.pretrained:
         raise ValueError("freeze, backbone_lr_scale and pretrained_format apply to fine-tuning: give pretrained=SOURCE too")
+    check_range("kd_weight", cfg.kd_weight, 0, 1)
+    check_positive("kd_temperature", cfg.kd_temperature)
+    if cfg.teacher is None and (cfg.kd_weight != 0.5 or cfg.kd_temperature != 4.0):
+        raise ValueError(f"kd_weight and kd_temperature apply to distillation: give teacher=RUN_OR_WEIGHTS too "
+                         f"(got kd_weight={cfg.kd_weight!r}, kd_temperature={cfg.kd_temperature!r} without a teacher)")  # fmt: skip
+    if cfg.teacher is not None and not cfg.teacher:
+        raise ValueError("teacher must be a run directory or a smallnets .safetensors weights file, got ''")
     check_choice("optimizer", cfg.optimizer, OPTIMIZERS)
     check_choice("schedule", cfg.schedule, SCHEDULES)
     check_choice("precision", cfg.precision, PRECISIONS)

@@ -4,7 +4,8 @@ spec or as an object, minimising a replaceable objective (objective.py), saving 
 What the run directory holds, and how it is claimed and read back, is smallnets.rundir's. The
 parts of a run live beside this file: the model (model_setup.py), optimizers and schedules
 (optim.py), mixup / cutmix (mixing.py), EMA (ema.py), random states (rng.py), Ctrl-C handling
-(signals.py), precision and threads (device.py), DDP (parallel.py), step hooks (hooks.py).
+(signals.py), precision and threads (device.py), DDP (parallel.py), a distillation teacher
+(teacher.py), step hooks (hooks.py).
 
 Step hooks (``hooks=`` of :class:`Trainer` and ``Trainer.resume``) run inside the loop, on every
 rank, with the unwrapped model (never the DDP or compiled wrapper). A hook is any object with any
@@ -67,6 +68,7 @@ from smallnets.training.optim import Schedule, build_optimizer, resolved_lr
 from smallnets.training.parallel import on_main, shard_record, weights_digest, wrap_model
 from smallnets.training.rng import rng_state, seed_everything, set_rng_state
 from smallnets.training.signals import StopRequests
+from smallnets.training.teacher import announce, check_teacher_fits, distillation, load_teacher
 from smallnets.zoo import create_model
 
 
@@ -91,8 +93,9 @@ class Trainer:
     place instead of the one ``config.model`` names (which must then be left empty); its spec goes
     into config.json, so the run resumes and its weights reload from the run's files alone.
     ``objective``: what is minimised, ``objective(logits, targets, batch) -> loss`` (see
-    objective.py); default :class:`CrossEntropy` with ``config.train.label_smoothing``.
-    ``hooks``: step hooks, see the module's docstring.
+    objective.py); default :class:`CrossEntropy` with ``config.train.label_smoothing``, or with
+    ``config.train.teacher`` :class:`Distillation` from that teacher (``kd_weight``, ``kd_temperature``;
+    an objective cannot be given beside it). ``hooks``: step hooks, see the module's docstring.
 
     ``config.train.threads`` holds while the trainer works (construction and ``fit()``); the
     caller's thread count is restored when either ends, by an error too.
@@ -109,8 +112,11 @@ class Trainer:
             raise ValueError("data must be given: a folder, a .tar/.tar.gz archive, 'cifar10' or 'cifar100'; got ''")
         if objective is not None and not callable(objective):
             raise TypeError(f"objective must be callable as objective(logits, targets, batch) -> loss, got {type(objective).__qualname__}")
+        if objective is not None and cfg.teacher is not None:
+            raise ValueError(f"teacher must not be given with an objective (got teacher={cfg.teacher!r} and a {type(objective).__qualname__}): "
+                             "the config's teacher makes the objective Distillation; pass objective=Distillation(teacher, ...) alone instead")  # fmt: skip
         self.hooks = Hooks(hooks)
-        self.objective = objective if objective is not None else CrossEntropy(cfg.label_smoothing)
+        self.objective = objective if objective is not None else CrossEntropy(cfg.label_smoothing)  # a teacher's replaces it in _setup
         self.dist, self.device = distr.init_distributed(cfg.device)
         if cfg.sync_bn and self.device.type != "cuda":
             raise ValueError(f"sync_bn needs CUDA devices (torch's SyncBatchNorm runs on GPUs only), got device {str(self.device)!r}")
@@ -119,6 +125,10 @@ class Trainer:
         self.name = model_setup.display_name(config.model)
         self.stops = StopRequests(announce=self.dist.is_main)
         with cpu_threads(cfg.threads):
+            # every rank loads the teacher itself, before anything is written; and before seeding,
+            # so that rebuilding it draws nothing from the student's random stream
+            self._teacher = load_teacher(cfg.teacher, device=self.device) if cfg.teacher is not None else None
+            self.teacher_record: dict | None = None
             seed_everything(cfg.seed + self.dist.rank)
             # the run directory is claimed before anything is read or written: of two runs with the
             # same name, the second fails here, having written nothing
@@ -183,6 +193,8 @@ class Trainer:
             distr.barrier(self.dist)
         self.classes = list(self.data.classes)
         self.num_classes = len(self.classes)
+        if self._teacher is not None:
+            self._setup_teacher(resuming=_resume_state is not None)
         self.pretrained_report: dict | None = None
         self.chosen_knobs: dict[str, Any] = {}  # knobs the trainer set because the user left them open
         self.model = self._build_model(given, pretrained)
@@ -221,6 +233,20 @@ class Trainer:
         else:
             self._write_new_run_dir()
 
+    def _setup_teacher(self, *, resuming: bool) -> None:
+        """The distillation objective from config.train.teacher, checked against the data first."""
+        config, cfg = self.config, self.config.train
+        check_teacher_fits(self._teacher, self.classes, self.data.preprocessing.get("image_size"), config.data.path)
+        if resuming:
+            recorded = (self.rundir.read_config_dict().get("resolved") or {}).get("teacher") or {}
+            now = self._teacher.meta.get("sha256")
+            if recorded.get("sha256") and now and recorded["sha256"] != now:
+                raise ValueError(f"teacher must be the weights the run started with to resume it: {self._teacher.file} has sha256 {now}, "
+                                 f"config.json records {recorded['sha256']} ({recorded.get('file')})")  # fmt: skip
+        self.objective, self.teacher_record = distillation(self._teacher, temperature=cfg.kd_temperature, weight=cfg.kd_weight,
+                                                           label_smoothing=cfg.label_smoothing, student_preprocessing=self.data.preprocessing,
+                                                           channels_last=cfg.channels_last)  # fmt: skip
+
     def _build_model(self, given: nn.Module | None, pretrained) -> nn.Module:
         config, cfg = self.config, self.config.train
         if given is not None or config.model.spec is not None:
@@ -245,7 +271,7 @@ class Trainer:
         ``overrides`` may change settings that do not alter the results (progress, threads,
         max_minutes, epochs to extend a finished run); anything else is refused. A run trained with
         an objective of its own needs it again (``objective=``), and its hooks (``hooks=``, the same
-        classes in the same order); the model comes from config.json.
+        classes in the same order); the model and a config's teacher come from config.json.
         """
         run = RunDir(run_dir)
         if not run.state.is_file():
@@ -256,7 +282,7 @@ class Trainer:
                 raise ValueError(f"resume overrides must be among {', '.join(sorted(allowed))} (others would change the results), got {key!r}")
         config = run.read_config(**overrides)
         resolved = run.read_config_dict().get("resolved") or {}
-        default = describe(CrossEntropy(config.train.label_smoothing))["name"]
+        default = "Distillation" if config.train.teacher is not None else describe(CrossEntropy(config.train.label_smoothing))["name"]
         recorded = (resolved.get("objective") or {}).get("name") or default
         given = describe(objective)["name"] if objective is not None else default
         if given != recorded:
@@ -310,6 +336,8 @@ class Trainer:
             out["resolved"]["chosen_knobs"] = dict(self.chosen_knobs)
         if not isinstance(self.objective, CrossEntropy):  # the default is not recorded: files as before
             out["resolved"]["objective"] = describe(self.objective)
+        if self.teacher_record is not None:
+            out["resolved"]["teacher"] = dict(self.teacher_record)
         if self.hooks:
             out["resolved"]["hooks"] = self.hooks.describe()
         return out
@@ -474,6 +502,8 @@ class Trainer:
                   f"{self.data.pipeline} pipeline), validating on {self.data.num_val}; {self.steps_per_epoch} steps/epoch, "
                   f"batch {self.global_batch}, lr {self.base_lr:.4g}, {self.precision}, {self.device}, "
                   f"{self.dist.world_size} process(es); run: {self.run_dir}", file=sys.stderr, flush=True)  # fmt: skip
+            if self.teacher_record is not None:
+                print(announce(self.teacher_record, self.objective), file=sys.stderr, flush=True)
         self.hooks.call("start", self.model, cfg.epochs * self.steps_per_epoch)
         while self.epoch < cfg.epochs:
             outcome = self._train_epoch(steps_left)
@@ -643,9 +673,17 @@ def train(model: str | nn.Module, data: str | os.PathLike, *, config: str | os.P
     then). Keyword options are fields of :class:`DataConfig` and :class:`TrainConfig`; any other
     keyword is a knob of the model. ``config`` (a JSON/TOML file or a dict with model/data/train
     sections) gives the starting values, which the keywords override. ``objective``, ``hooks``: see
-    :class:`Trainer`.
+    :class:`Trainer`. Distillation: ``teacher='runs/big'`` (a run directory or weights file, as
+    ``--teacher``), with ``kd_weight`` and ``kd_temperature``; a teacher module goes into
+    ``objective=Distillation(teacher, ...)`` instead.
     """
     from smallnets.training.config import load_config_file
+
+    if isinstance(options.get("teacher"), nn.Module):
+        raise TypeError("teacher must be a run directory or a .safetensors weights file (a path, recorded so that the run resumes), "
+                        "got a torch module; pass objective=Distillation(teacher, temperature=..., alpha=...) for a module")  # fmt: skip
+    if isinstance(options.get("teacher"), os.PathLike):
+        options["teacher"] = os.fspath(options["teacher"])
 
     raw = {} if config is None else (dict(config) if isinstance(config, dict) else load_config_file(config))
     raw = {k: dict(v) for k, v in raw.items()} if raw else {}
