@@ -193,6 +193,21 @@ def test_a_paused_distillation_run_resumes_to_the_uninterrupted_weights(images, 
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_resume_refuses_a_teacher_whose_weights_changed(images, cache, teacher_run, tmp_path):
+    teacher = tmp_path / "teacher.safetensors"
+    model = smallnets.load_weights(teacher_run)
+    meta = model.smallnets_meta
+    smallnets.save_weights(model, teacher, classes=meta["classes"], preprocessing=meta["preprocessing"])
+    paused = Trainer(config(images, tmp_path, cache, name="changing", epochs=2, teacher=str(teacher))).fit(max_steps=1)
+    with torch.no_grad():
+        next(model.parameters()).mul_(2)
+    smallnets.save_weights(model, teacher, classes=meta["classes"], preprocessing=meta["preprocessing"])
+    with pytest.raises(ValueError, match=r"teacher must be the weights the run started with to resume it: .*teacher.safetensors has sha256 [0-9a-f]{64}, "
+                                         r"config.json records [0-9a-f]{64}"):  # fmt: skip
+        Trainer.resume(paused.run_dir)
+    assert not RunDir(paused.run_dir).lock_file.exists() and RunDir(paused.run_dir).state.is_file()  # given up, kept
+
+
 class Spy:
     """Hands the trainer's objective through, keeping what it was called with and what it returned."""
 
