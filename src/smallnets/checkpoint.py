@@ -12,6 +12,9 @@ Two formats, both single safetensors files written atomically (temp file + renam
   sidecar (``NAME.json``) saying how to rebuild the model, its classes and preprocessing, and the
   sha256 of the weights file. The model identity is also in the safetensors metadata, so a lone
   ``.safetensors`` file can still be rebuilt.
+
+``read_weights`` (and so ``load_weights``, eval, predict) also reads the compressed ``.sncz`` files of
+``compress.packed``, whose header holds the same sidecar.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from smallnets._io import atomic_path, atomic_write_text
 from smallnets.arch.spec import ArchSpec
 from smallnets.rundir import WEIGHTS as RUN_WEIGHTS  # what a run directory is searched for, in order
 
-__all__ = ["load_state", "load_tensors", "read_sidecar", "read_weights", "resolve_weights", "save_state", "save_weights"]
+__all__ = ["load_state", "load_tensors", "read_sidecar", "read_weights", "resolve_weights", "save_state", "save_weights", "weights_meta"]
 
 STATE_FORMAT = "smallnets.state"
 WEIGHTS_FORMAT = "smallnets.weights"
@@ -374,6 +377,43 @@ def _versions() -> tuple[str, str]:
     return __version__, str(torch.__version__)
 
 
+def weights_meta(
+    model: nn.Module,
+    *,
+    config: Mapping[str, Any] | None = None,
+    classes: Sequence[str] | None = None,
+    preprocessing: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The sidecar ``save_weights`` writes for ``model``, with ``sha256`` None (the digest of a file not
+    yet written); arguments as there. The compressed format (``compress.packed``) records it in its header."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__qualname__}")
+    model = _unwrap(model)
+    cfg = _model_config(model, config)
+    if classes is not None:
+        if isinstance(classes, str) or not isinstance(classes, Sequence) or not all(isinstance(c, str) for c in classes):
+            raise ValueError(f"classes must be a list of str, got {classes!r}"[:300])
+        if len(classes) != cfg["num_classes"]:
+            raise ValueError(f"classes must name num_classes={cfg['num_classes']} outputs, got {len(classes)} names")
+        classes = list(classes)
+    for name, value in (("preprocessing", preprocessing), ("extra", extra)):
+        if value is not None and not isinstance(value, Mapping):
+            raise ValueError(f"{name} must be a dict or None, got {type(value).__qualname__}")
+    spec = getattr(model, "spec", None)
+    if isinstance(spec, ArchSpec):
+        _check_spec_describes(model, spec)
+    smallnets_version, torch_version = _versions()
+    return {
+        "format": WEIGHTS_FORMAT, "format_version": FORMAT_VERSION, "model": cfg["name"], "num_classes": cfg["num_classes"],
+        "in_chans": cfg["in_chans"], "knobs": cfg["knobs"], "spec": spec.to_dict() if isinstance(spec, ArchSpec) else None,
+        "classes": classes, "preprocessing": _to_json(preprocessing, "preprocessing"), "extra": _to_json(extra, "extra"),
+        "smallnets_version": smallnets_version, "torch_version": torch_version, "sha256": None,
+        "params": sum(p.numel() for p in model.parameters()),  # parameters() already skips tied duplicates
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }  # fmt: skip
+
+
 def save_weights(
     model: nn.Module,
     path: str | os.PathLike,
@@ -393,68 +433,41 @@ def save_weights(
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"path must end in .safetensors, got {str(path)!r}")
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__qualname__}")
-    model = _unwrap(model)
-    cfg = _model_config(model, config)
-    if classes is not None:
-        if isinstance(classes, str) or not isinstance(classes, Sequence) or not all(isinstance(c, str) for c in classes):
-            raise ValueError(f"classes must be a list of str, got {classes!r}"[:300])
-        if len(classes) != cfg["num_classes"]:
-            raise ValueError(f"classes must name num_classes={cfg['num_classes']} outputs, got {len(classes)} names")
-        classes = list(classes)
-    for name, value in (("preprocessing", preprocessing), ("extra", extra)):
-        if value is not None and not isinstance(value, Mapping):
-            raise ValueError(f"{name} must be a dict or None, got {type(value).__qualname__}")
-    preprocessing = _to_json(preprocessing, "preprocessing")
-    extra = _to_json(extra, "extra")
-
+    sidecar = weights_meta(model, config=config, classes=classes, preprocessing=preprocessing, extra=extra)
     tensors = {}
-    for key, value in model.state_dict().items():
+    for key, value in _unwrap(model).state_dict().items():
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"model state_dict entry {key!r} is a {type(value).__qualname__}; save_weights stores tensors only")
         if value.dtype not in _NATIVE_TORCH or value.layout != torch.strided:
             raise TypeError(f"model state_dict entry {key!r} is a {value.layout} {value.dtype} tensor, which safetensors cannot store")
         tensors[key] = _cpu_copy(value)
 
-    spec = getattr(model, "spec", None)
-    if isinstance(spec, ArchSpec):
-        _check_spec_describes(model, spec)
-    smallnets_version, torch_version = _versions()
-    identity = {
-        "model": cfg["name"], "num_classes": cfg["num_classes"], "in_chans": cfg["in_chans"], "knobs": cfg["knobs"],
-        "spec": spec.to_dict() if isinstance(spec, ArchSpec) else None, "classes": classes, "preprocessing": preprocessing,
-    }
+    identity = ("model", "num_classes", "in_chans", "knobs", "spec", "classes", "preprocessing")
     metadata = {"format": WEIGHTS_FORMAT, "format_version": str(FORMAT_VERSION)}
-    metadata.update({k: v if isinstance(v, str) else json.dumps(v, allow_nan=False) for k, v in identity.items()})
-    metadata["model"] = cfg["name"] or ""  # safetensors metadata holds strings: "" = built from a spec
-    metadata.update(smallnets_version=smallnets_version, torch_version=torch_version)
-    params = sum(p.numel() for p in model.parameters())  # parameters() already skips tied duplicates
+    metadata.update({k: sidecar[k] if isinstance(sidecar[k], str) else json.dumps(sidecar[k], allow_nan=False) for k in identity})
+    metadata["model"] = sidecar["model"] or ""  # safetensors metadata holds strings: "" = built from a spec
+    metadata.update(smallnets_version=sidecar["smallnets_version"], torch_version=sidecar["torch_version"])
 
     sidecar_path = path.with_suffix(".json")
     with atomic_path(path) as tmp:
         safetensors.torch.save_file(tensors, tmp, metadata=metadata)
-        sidecar = {
-            "format": WEIGHTS_FORMAT, "format_version": FORMAT_VERSION, **identity, "extra": extra,
-            "smallnets_version": smallnets_version, "torch_version": torch_version,
-            "sha256": _file_sha256(tmp), "params": params,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
+        sidecar["sha256"] = _file_sha256(tmp)
         # Inside the weights block: both temp files are complete before either is renamed.
         atomic_write_text(sidecar_path, _dump_sidecar(sidecar))
     return path
 
 
 def resolve_weights(path: str | os.PathLike) -> Path:
-    """The weights file ``path`` names: the file itself, or in a run directory best.safetensors, else last.safetensors."""
+    """The weights file ``path`` names: the file itself (.safetensors, or .sncz compressed), or in a run
+    directory best.safetensors, else last.safetensors."""
     path = Path(path)
     if path.is_dir():
         for name in RUN_WEIGHTS:
             if (path / name).is_file():
                 return path / name
         raise FileNotFoundError(f"path {str(path)!r} is a directory without weights: expected {' or '.join(RUN_WEIGHTS)} in it")
-    if path.suffix != ".safetensors":
-        raise ValueError(f"path must be a .safetensors file or a run directory, got {str(path)!r}")
+    if path.suffix not in (".safetensors", ".sncz"):
+        raise ValueError(f"path must be a .safetensors file or a run directory (or a .sncz compressed file), got {str(path)!r}")
     if not path.is_file():
         raise FileNotFoundError(f"path must be an existing weights file, got {str(path)!r}")
     return path
@@ -583,9 +596,17 @@ def _listing(title: str, items: list[str], limit: int = 10) -> str:
 
 def read_weights(path: str | os.PathLike) -> tuple[Path, dict[str, Any] | None, dict[str, torch.Tensor]]:
     """(file, sidecar-or-metadata, tensors) of weights saved by ``save_weights``; the sidecar's sha256 is
-    checked against the very bytes read. ``path``: a .safetensors file or a run directory."""
+    checked against the very bytes read. ``path``: a .safetensors file, a run directory, or a compressed
+    .sncz file (``compress.packed``: meta and checksum inside; the tensors come back decoded)."""
     file = resolve_weights(path)
     data = file.read_bytes()  # one read: the bytes hashed are the bytes loaded
+    from smallnets.compress import packed  # here, not at import: the format is only read when met
+
+    if file.suffix == packed.SUFFIX or packed.is_packed(data):  # by name (a wrong magic is then refused) or by magic
+        meta, tensors = packed.decode_packed(data, file)
+        if meta is not None:
+            _check_format({**meta, "format_version": str(meta.get("format_version"))}, WEIGHTS_FORMAT, file)
+        return file, meta, tensors
     sidecar = file.with_suffix(".json")
     meta = read_sidecar(sidecar) if sidecar.is_file() else None
     if meta is not None and meta.get("sha256") is not None:

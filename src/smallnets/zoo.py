@@ -73,7 +73,8 @@ def load_weights(
     strict: bool = True,
     device: str | torch.device | None = None,
 ) -> nn.Module:
-    """Load weights saved by ``save_weights`` (``path``: a .safetensors file or a run directory).
+    """Load weights saved by ``save_weights`` (``path``: a .safetensors file or a run directory) or by
+    ``compress.packed.write_packed`` (a .sncz file: its header holds the sidecar).
 
     With ``model=None`` the model is rebuilt from the sidecar (its spec, or its zoo name and
     knobs), or from the file's metadata when the sidecar is missing. The sidecar's sha256 is

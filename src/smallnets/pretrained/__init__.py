@@ -101,12 +101,14 @@ def own_format(path: str | os.PathLike) -> WeightFormat | None:
     Fine-tuning from one of your own runs works like fine-tuning from ImageNet weights: the model,
     knobs, preprocessing and class names come from the sidecar, and keys load by name.
     """
-    from smallnets.checkpoint import _meta_from_metadata, read_sidecar, recorded_knobs
+    from smallnets.checkpoint import _meta_from_metadata, read_sidecar, read_weights, recorded_knobs
 
     path = Path(path)
-    if path.suffix != ".safetensors":
+    if path.suffix == ".sncz":  # a compressed file (compress.packed): the sidecar is in its header
+        meta = read_weights(path)[1]
+    elif path.suffix != ".safetensors":
         return None
-    if path.with_suffix(".json").is_file():
+    elif path.with_suffix(".json").is_file():
         meta = read_sidecar(path)
     else:
         from safetensors import safe_open

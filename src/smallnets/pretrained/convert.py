@@ -45,7 +45,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
-    if path.suffix == ".safetensors":
+    if path.suffix == ".sncz":  # smallnets' compressed weights, decoded
+        from smallnets.checkpoint import read_weights
+
+        sd: Any = read_weights(path)[2]
+    elif path.suffix == ".safetensors":
         import safetensors.torch
 
         try:
