@@ -169,7 +169,7 @@ def test_distillation_through_the_cli_trains_records_its_teacher_and_resumes(ima
     assert saved["resolved"]["objective"] == {"name": "Distillation", "temperature": 2.0, "alpha": 0.7, "teacher": "mobilenet_v1",
                                               "base": {"name": "CrossEntropy", "label_smoothing": 0.0}}  # fmt: skip
     teacher = saved["resolved"]["teacher"]
-    assert teacher["file"] == str(teacher_run / "best.safetensors") and teacher["renormalised"] is None
+    assert teacher["file"] == str((teacher_run / "best.safetensors").resolve()) and teacher["renormalised"] is None
     assert teacher["sha256"] == smallnets.read_sidecar(teacher_run)["sha256"]
     # the student's files hold the student alone
     student_keys = set(smallnets.create_model("mobilenet_v1", num_classes=4, width_mult=0.25, cifar=True).state_dict())

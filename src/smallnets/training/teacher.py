@@ -139,8 +139,8 @@ def distillation(teacher: Teacher, *, temperature: float, weight: float, label_s
     model = teacher.model
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    record: dict[str, Any] = {"path": teacher.given, "file": str(teacher.file), "model": teacher.name, "sha256": teacher.meta.get("sha256"),
-                              "image_size": teacher.image_size, "renormalised": None}  # fmt: skip
+    record: dict[str, Any] = {"path": teacher.given, "file": str(teacher.file.resolve()), "model": teacher.name,
+                              "sha256": teacher.meta.get("sha256"), "image_size": teacher.image_size, "renormalised": None}  # fmt: skip
     own, student = _stats(teacher.preprocessing), _stats(student_preprocessing)
     if own is not None and student is not None and own != student:
         device = next(model.parameters()).device
