@@ -40,7 +40,7 @@ import smallnets
 from smallnets._io import atomic_write_text
 from smallnets.compare import environment
 from smallnets.data import DataConfig
-from smallnets.evaluation import evaluate
+from smallnets.metrics import evaluate
 from smallnets.training import RunConfig, Trainer, TrainConfig
 from smallnets.training.optim import Schedule, build_optimizer
 

@@ -26,7 +26,7 @@ PARTS = {
     "weights + cost": ("#fdb462", ("smallnets.checkpoint", "smallnets.pretrained", "smallnets.profiler")),
     "factory": ("#fb8072", ("smallnets.zoo",)),
     "data": ("#bebada", ("smallnets.data",)),
-    "workflows": ("#ffffb3", ("smallnets.training", "smallnets.rundir", "smallnets.fast_cpu", "smallnets.evaluation", "smallnets.prediction", "smallnets.compare", "smallnets.plots")),
+    "workflows": ("#ffffb3", ("smallnets.training", "smallnets.rundir", "smallnets.fast_cpu", "smallnets.metrics", "smallnets.evaluation", "smallnets.prediction", "smallnets.compare", "smallnets.plots")),
     "command line": ("#fccde5", ("smallnets.cli", "smallnets.__main__")),
 }
 

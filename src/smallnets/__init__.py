@@ -13,8 +13,8 @@ __version__ = "0.1.0"
 # Training and evaluation pull in the data pipeline (PIL, workers): imported on first use, so
 # `import smallnets` stays quick for profiling and model building.
 _LAZY = {
-    "EvalResult": "smallnets.evaluation",
-    "evaluate": "smallnets.evaluation",
+    "EvalResult": "smallnets.metrics",
+    "evaluate": "smallnets.metrics",
     "evaluate_weights": "smallnets.evaluation",
     "Prediction": "smallnets.prediction",
     "predict": "smallnets.prediction",

@@ -390,6 +390,81 @@ class PastRun:
     def run(self) -> RunDir:
         return RunDir(self.dir)
 
+    def trained_on(self, data: str | os.PathLike) -> bool:
+        """Whether ``data`` names the source the run was trained on (the same folder, archive or CIFAR name)."""
+        from smallnets.data.cifar import CIFAR
+
+        data, recorded = os.fspath(data), os.fspath(self.config.data.path)
+        if recorded in CIFAR or data in CIFAR:
+            return data == recorded
+        here = Path(data).expanduser().resolve()
+        source = ((self.split or {}).get("source") or {}).get("path")
+        # split.json holds the resolved path; config.json the path as typed (relative to where training ran)
+        return here == Path(source) if source else here == Path(recorded).expanduser().resolve()
+
+    def recorded_val_files(self) -> list[str] | str | None:
+        """The validation files split.json lists, else only their sha256 (older runs), else None."""
+        split = self.split or {}
+        return split.get("val_files") if isinstance(split.get("val_files"), list) else split.get("val_files_sha256")
+
+    def check_split(self, bundle) -> SplitCheck:
+        """Whether ``bundle`` (data rebuilt with this run's DataConfig) validates on the files of this run's
+        split.json, by name and by content (each file's sha256, where split.json records it)."""
+        recorded = self.recorded_val_files()
+        if recorded is None:
+            return SplitCheck(None, None, [])
+        if isinstance(recorded, str):
+            same_names = recorded == bundle.split.get("val_files_sha256")
+        else:
+            same_names = _without_top_folder(recorded) == _without_top_folder(bundle.val_files())
+        if not same_names:
+            return SplitCheck(False, None, ["the validation files differ from the run's split.json (different data): this is a new split"])
+        same_content, changed = _content_check(self.split or {}, bundle)
+        if same_content is None:
+            return SplitCheck(True, None, ["the run's split.json records the validation files' names but not their content "
+                                           "(an older run): their content cannot be checked"])  # fmt: skip
+        if same_content:
+            return SplitCheck(True, [], [])
+        n = len(bundle.val_files())
+        note = (
+            f"{len(changed)} of the {n} validation files changed since the run (the same names, other bytes than "
+            f"split.json records): {', '.join(changed[:10])}{', ...' if len(changed) > 10 else ''}"
+            if changed else "the data's checksum differs from the run's: its validation samples changed since the run"
+        )
+        return SplitCheck(False, changed, [note])
+
+
+@dataclass(frozen=True)
+class SplitCheck:
+    """How a rebuilt validation split compares with the run's split.json."""
+
+    matches: bool | None  # None: split.json records no files to compare with
+    changed: list[str] | None  # same names, other bytes: those files; None when content was not compared
+    notes: list[str]  # what a report should say about it
+
+
+def _without_top_folder(names: list[str]) -> list[str]:
+    """Names with one folder shared by all of them removed (an archive's top-level folder)."""
+    firsts = {n.split("/", 1)[0] for n in names}
+    if len(firsts) == 1 and all(n.count("/") >= 2 for n in names):
+        return [n.split("/", 1)[1] for n in names]
+    return list(names)
+
+
+def _content_check(split: dict, bundle) -> tuple[bool | None, list[str]]:
+    """Whether the validation files hold the bytes split.json recorded, and the names of those that do
+    not; (None, []) when the record has no file contents (split.json from before they were kept)."""
+    recorded = split.get("val_files_content_sha256")
+    if isinstance(recorded, list):
+        current = bundle.val_file_digests()
+        if current is not None and len(current) == len(recorded):
+            changed = [n for n, was, now in zip(bundle.val_files(), recorded, current) if was != now]
+            return not changed, changed
+    ran, now = (split.get("source") or {}).get("checksum"), (bundle.split.get("source") or {}).get("checksum")
+    if ran is not None and now is not None:  # CIFAR: one checksum covers every sample
+        return ran == now, []
+    return None, []
+
 
 def find_run(weights: str | os.PathLike, given: str | os.PathLike) -> PastRun | None:
     """The run that the weights file ``weights`` belongs to: ``given`` when it is a run directory, else

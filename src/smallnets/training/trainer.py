@@ -52,7 +52,7 @@ import smallnets
 from smallnets import distributed as distr
 from smallnets.checkpoint import load_state, save_state, save_weights
 from smallnets.data import build_data
-from smallnets.evaluation import EvalResult, autocast_context, evaluate
+from smallnets.metrics import EvalResult, autocast_context, evaluate
 from smallnets.fast_cpu import fp32_strided_depthwise
 from smallnets.progress import Progress, format_duration
 from smallnets.registry import model_info
