@@ -1,6 +1,10 @@
-"""The zoo's modules, built from specs: ``build_model(spec)`` picks the family's class by spec type."""
+"""The zoo's modules, built from specs: ``build_model(spec)`` picks the family's class by spec type, and
+``spec_for_shapes(spec, shapes)`` reads a spec's widths back from a state dict of its structure (a
+pruned model's)."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from torch import nn
 
@@ -11,6 +15,7 @@ from smallnets.arch.shufflenet import ShuffleNetV1Spec, ShuffleNetV2Spec
 from smallnets.arch.spec import ArchSpec
 from smallnets.arch.squeezenet import SqueezeNetSpec
 from smallnets.arch.xception import XceptionSpec
+from smallnets.models import _inverted, densenet, shufflenet, squeezenet, xception
 from smallnets.models.densenet import DenseNet
 from smallnets.models.efficientnet import EfficientNet
 from smallnets.models.mobilenet import MobileNetV1, MobileNetV2
@@ -38,3 +43,26 @@ def build_model(spec: ArchSpec) -> nn.Module:
     if cls is None:
         raise ValueError(f"spec type must be one of {', '.join(t.__name__ for t in BUILDERS)}; got {type(spec).__name__}")
     return cls(spec)
+
+
+RESPEC = {
+    MobileNetV1Spec: _inverted.spec_for_shapes,
+    MobileNetV2Spec: _inverted.spec_for_shapes,
+    EfficientNetSpec: _inverted.spec_for_shapes,
+    ShuffleNetV1Spec: shufflenet.spec_for_shapes,
+    ShuffleNetV2Spec: shufflenet.spec_for_shapes,
+    SqueezeNetSpec: squeezenet.spec_for_shapes,
+    XceptionSpec: xception.spec_for_shapes,
+    DenseNetSpec: densenet.spec_for_shapes,
+}
+
+
+def spec_for_shapes(spec: ArchSpec, shapes: Mapping[str, tuple[int, ...]]) -> ArchSpec:
+    """The spec of ``spec``'s structure whose widths give exactly these state-dict ``shapes`` (key ->
+    shape): the architecture of a model whose channels were pruned. The new spec validates itself
+    (a shortcut still needs equal widths, groups still divide them); a caller loads the state dict
+    into ``build_model(new_spec)`` strictly, so any width the spec could not express is caught there."""
+    fn = RESPEC.get(type(spec))
+    if fn is None:
+        raise ValueError(f"spec type must be one of {', '.join(t.__name__ for t in RESPEC)}; got {type(spec).__name__}")
+    return fn(spec, shapes)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -88,3 +90,29 @@ class ConvNet(SmallNet):
         self.neck = ConvNormAct(spec.stages_chs, spec.neck_chs, 1, norm=norm, act=act) if spec.neck_chs is not None else nn.Identity()
         self.num_features = spec.num_features
         self.classifier = ClassifierHead(self.num_features, spec.num_classes, spec.drop_rate)
+
+
+def spec_for_shapes(spec: _ConvNetSpec, shapes: Mapping[str, tuple[int, ...]]) -> _ConvNetSpec:
+    """``spec`` with every width read from the state-dict ``shapes`` of a model of its structure (a
+    pruned one): what stays is the structure (kinds, kernels, strides, shortcuts), what changes is
+    each block's channel counts."""
+    stem = replace(spec.stem, out_chs=shapes["stem.conv.weight"][0])
+    stages = []
+    for i, stage in enumerate(spec.stages):
+        blocks = []
+        for j, b in enumerate(stage):
+            key = f"stages.{i}.{j}."
+            if isinstance(b, Separable):
+                if b.separable:
+                    b = replace(b, in_chs=shapes[key + "dw.conv.weight"][0], out_chs=shapes[key + "pw.conv.weight"][0])
+                else:
+                    out_chs, in_chs = shapes[key + "conv.weight"][:2]
+                    b = replace(b, in_chs=in_chs, out_chs=out_chs)
+            else:
+                hidden = shapes[key + "dw.conv.weight"][0]
+                b = replace(b, in_chs=shapes[key + "expand.conv.weight"][1] if b.expand else hidden, hidden_chs=hidden,
+                            out_chs=shapes[key + "project.conv.weight"][0], se_chs=shapes[key + "se.reduce.weight"][0] if b.se_chs else 0)  # fmt: skip
+            blocks.append(b)
+        stages.append(tuple(blocks))
+    neck = shapes["neck.conv.weight"][0] if spec.neck_chs is not None else None
+    return replace(spec, stem=stem, stages=tuple(stages), neck_chs=neck)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import replace
 
 import torch
 import torch.utils.checkpoint
@@ -118,3 +120,22 @@ def _imagenet_stem(in_chans: int, chs: int) -> nn.Module:
     stem.add_module("act", nn.ReLU(inplace=True))
     stem.add_module("pool", nn.MaxPool2d(3, stride=2, padding=1))
     return stem
+
+
+def spec_for_shapes(spec: DenseNetSpec, shapes: Mapping[str, tuple[int, ...]]) -> DenseNetSpec:
+    """``spec`` with the stem's, every transition's and every dense layer's widths read from the
+    state-dict ``shapes`` (a pruned model's: each layer may then have its own growth)."""
+    stages = []
+    for i, stage in enumerate(spec.stages):
+        key = f"stages.{i}."
+        transition = shapes[key + "transition.conv.conv.weight"][0] if stage.transition_chs is not None else None
+        layers = []
+        for j, layer in enumerate(stage.layers):
+            lk = f"{key}block.layers.{j}."
+            growth, mid = shapes[lk + "conv.conv.weight"][:2]
+            if layer.bottleneck_chs is None:
+                layers.append(replace(layer, in_chs=mid, growth=growth))
+            else:
+                layers.append(replace(layer, in_chs=shapes[lk + "bottleneck.conv.weight"][1], bottleneck_chs=mid, growth=growth))
+        stages.append(replace(stage, transition_chs=transition, layers=tuple(layers)))
+    return replace(spec, stem_chs=shapes["stem.conv.weight"][0], stages=tuple(stages))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -150,3 +151,27 @@ class ShuffleNetV2(SmallNet):
         self.neck = ConvNormAct(spec.stages_chs, self.num_features, 1)
         self.classifier = ClassifierHead(self.num_features, spec.num_classes, spec.drop_rate)
         init_weights(self)
+
+
+def spec_for_shapes(spec: _ShuffleNetSpec, shapes: Mapping[str, tuple[int, ...]]) -> _ShuffleNetSpec:
+    """``spec`` with the stem's and every unit's widths read from the state-dict ``shapes`` (a pruned
+    model's); v1 units keep their groups, v2 units their kind."""
+    stem = replace(spec.stem, out_chs=shapes["stem.conv.conv.weight"][0])
+    stages, chs = [], stem.out_chs
+    for i, stage in enumerate(spec.stages):
+        units = []
+        for j, unit in enumerate(stage):
+            key = f"stages.{i}.{j}."
+            mid = shapes[key + "branch.pw1.conv.weight"][0]
+            branch_out = shapes[key + "branch.pw2.conv.weight"][0]
+            if isinstance(unit, ShuffleV1Block):
+                out = branch_out if unit.kind == "residual" else chs + branch_out
+                unit = replace(unit, in_chs=chs, mid_chs=mid, out_chs=out)
+            else:
+                left = chs - shapes[key + "branch.pw1.conv.weight"][1] if unit.kind == "split" else shapes[key + "shortcut.pw.conv.weight"][0]
+                unit = replace(unit, in_chs=chs, mid_chs=mid, left_chs=left, out_chs=left + branch_out)
+            units.append(unit)
+            chs = unit.out_chs
+        stages.append(tuple(units))
+    extra = {"neck_chs": shapes["neck.conv.weight"][0]} if isinstance(spec, ShuffleNetV2Spec) else {}
+    return replace(spec, stem=stem, stages=tuple(stages), **extra)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
+
 import torch
 from torch import nn
 
@@ -96,3 +99,19 @@ def init_squeezenet(model: SqueezeNet) -> None:
             else:
                 nn.init.kaiming_uniform_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def spec_for_shapes(spec: SqueezeNetSpec, shapes: Mapping[str, tuple[int, ...]]) -> SqueezeNetSpec:
+    """``spec`` with conv1's and every fire module's widths read from the state-dict ``shapes`` (a pruned model's)."""
+    conv1 = replace(spec.conv1, out_chs=shapes["stem.conv1.conv.weight"][0])
+    stages, index = [], 0
+    for s, stage in enumerate(spec.stages):
+        fires = []
+        for block in stage.fires:
+            key = f"stages.{s}.fire{index + 2}."
+            squeeze, in_chs = shapes[key + "squeeze.conv.weight"][:2]
+            fires.append(replace(block, in_chs=in_chs, squeeze=squeeze, expand1x1=shapes[key + "expand1x1.conv.weight"][0],
+                                 expand3x3=shapes[key + "expand3x3.conv.weight"][0]))  # fmt: skip
+            index += 1
+        stages.append(replace(stage, fires=tuple(fires)))
+    return replace(spec, conv1=conv1, stages=tuple(stages))

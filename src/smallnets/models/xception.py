@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
+
 import torch
 from torch import nn
 
@@ -72,3 +75,19 @@ class Xception(SmallNet):
         self.num_features = spec.num_features
         self.classifier = ClassifierHead(self.num_features, spec.num_classes, spec.drop_rate)
         init_weights(self)  # timm's init for convs and BN (He-normal fan-out, unit BN)
+
+
+def spec_for_shapes(spec: XceptionSpec, shapes: Mapping[str, tuple[int, ...]]) -> XceptionSpec:
+    """``spec`` with every stem conv's, separable conv's and neck conv's width read from the state-dict
+    ``shapes`` (a pruned model's)."""
+    stem = tuple(replace(conv, out_chs=shapes[f"stem.conv{i + 1}.conv.weight"][0]) for i, conv in enumerate(spec.stem))
+    stages = []
+    for stage in spec.stages:
+        blocks = []
+        for j, block in enumerate(stage.blocks):
+            key = f"stages.{stage.name}.{j}.main."
+            sep = tuple(shapes[f"{key}sep{k + 1}.pw.conv.weight"][0] for k in range(len(block.sep_chs)))
+            blocks.append(replace(block, in_chs=shapes[key + "sep1.dw.conv.weight"][0], sep_chs=sep))
+        stages.append(replace(stage, blocks=tuple(blocks)))
+    neck = tuple(shapes[f"neck.sep{i + 1}.pw.conv.weight"][0] for i in range(len(spec.neck_chs)))
+    return replace(spec, stem=stem, stages=tuple(stages), neck_chs=neck)
