@@ -117,6 +117,31 @@ def _check_model_before_data(name: str, knobs: dict, *, pretrained: bool) -> Non
             create_model(name, **knobs)
 
 
+def cmd_prune(args, extra) -> int:
+    from smallnets.compress.workflow import format_table, prune_run
+    from smallnets.training.config import split_options
+
+    options = {key: "true" if value is None else value for key, value in _flag_pairs(extra)}
+    data_opts, train_opts, knob_opts = split_options(options)
+    if knob_opts:
+        from smallnets._checks import suggest
+        from smallnets.data.config import DataConfig
+        from smallnets.training.config import TrainConfig, field_types
+
+        flag = f"--{next(iter(knob_opts)).replace('_', '-')}"
+        known = [f"--{k.replace('_', '-')}" for k in [*field_types(DataConfig), *field_types(TrainConfig)]]
+        raise ValueError(f"unknown option {flag}: prune takes its own options and data / training options for the fine-tune{suggest(flag, known)}")
+    for key in ("epochs", "name", "out", "pretrained", "teacher", "resume"):
+        if key in train_opts:
+            raise ValueError(f"--{key} is set by prune itself (use --finetune-epochs, --name, --out, --distill)")
+    report = prune_run(args.run, target_macs=args.target_macs, ratio=args.ratio, criterion=args.criterion, scope=args.scope,
+                       protect=args.protect or (), finetune_epochs=args.finetune_epochs, distill=args.distill, name=args.name,
+                       out=args.out, train_overrides=train_opts, data_overrides=data_opts, latency=not args.no_latency)  # fmt: skip
+    print(format_table(report["rows"]))
+    print(f"run directory {report['run_dir']} ({report['json']}, {report['png']})")
+    return {"finished": 0, "time budget": 0, "interrupted": 130}.get(report["status"], 0)
+
+
 def cmd_list_formats(args) -> int:
     from smallnets.pretrained import FORMATS, list_formats
 
@@ -429,6 +454,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-memory", action="store_true", help="skip the activation-memory measurement")
 
     p = sub.add_parser(
+        "prune",
+        allow_abbrev=False,
+        help="structured pruning of a trained run: a physically smaller model, fine-tuned into a new run",
+        description=(
+            "Removes whole channels (every group that must go together: residual streams, concatenations, shuffles, "
+            "grouped and depthwise convs, SE) from RUN's best weights until the MACs fall to --target-macs of the "
+            "original (or --ratio of the channels are gone), fine-tunes the smaller model on RUN's data and "
+            "validation split for --finetune-epochs (at a tenth of RUN's learning rate unless --lr is given; any "
+            "data or training flag applies) and writes a new run directory with prune.json / prune.png: params, MACs, "
+            "bytes on disk, CPU latency at batch 1 and 32 and validation top-1 before and after. RUN is never modified."
+        ),
+    )
+    p.add_argument("run", help="a run directory written by smallnets train")
+    p.add_argument("--target-macs", type=float, help="keep this fraction of the MACs, in (0, 1)")
+    p.add_argument("--ratio", type=float, help="remove this fraction of the prunable channels, in (0, 1)")
+    p.add_argument("--criterion", default="l1", help="l1 (filter norms), bn_scale (BatchNorm |gamma|) or taylor (first-order, on training batches)")
+    p.add_argument("--scope", default="global", help="global (rank all channel groups together) or per_layer")
+    p.add_argument("--protect", action="append", metavar="MODULE", help="module name or pattern whose channels stay (repeatable), e.g. stem")
+    p.add_argument("--finetune-epochs", type=int, default=1)
+    p.add_argument("--distill", action="store_true", help="fine-tune with the unpruned model as teacher (knowledge distillation)")
+    p.add_argument("--name", help="name of the new run directory (default: MODEL-YYYYmmdd-HHMMSS)")
+    p.add_argument("--out", help="parent folder of the new run directory (default: RUN's parent)")
+    p.add_argument("--no-latency", action="store_true", help="skip the latency measurements")
+
+    p = sub.add_parser(
         "train",
         allow_abbrev=False,
         help="train a zoo model on an image folder, archive or CIFAR (one process or torchrun)",
@@ -533,6 +583,8 @@ def _dispatch(parser: argparse.ArgumentParser, args, extra) -> int:
             return cmd_profile(args, extra)
         if args.command == "train":
             return cmd_train(args, extra)
+        if args.command == "prune":
+            return cmd_prune(args, extra)
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if args.command == "list":

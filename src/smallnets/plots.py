@@ -17,7 +17,7 @@ import numpy as np
 
 from smallnets._io import atomic_path
 
-__all__ = ["plot_confusion", "plot_learning_curves"]
+__all__ = ["plot_confusion", "plot_learning_curves", "plot_shrink_table"]
 
 _LABEL_CHARS = 24  # class names longer than this are shortened on the axes
 
@@ -260,3 +260,50 @@ def plot_confusion(
     ax.set_title(summary, fontsize=9, color="dimgray")
     fig.suptitle(title or "Confusion matrix", fontsize=13)
     return _save(fig, out, dpi=110)
+
+
+# ---------------------------------------------------------------------------------------------
+# Before / after tables of a shrunk model
+# ---------------------------------------------------------------------------------------------
+
+SHRINK_METRICS = (  # (key, axis label, lower is better)
+    ("params", "parameters", True),
+    ("macs", "MACs (mult-adds)", True),
+    ("bytes", "bytes on disk", True),
+    ("latency_b1_ms", "CPU latency, batch 1 (ms)", True),
+    ("latency_b32_ms", "CPU latency, batch 32 (ms)", True),
+    ("top1", "validation top-1 (%)", False),
+)
+
+
+def plot_shrink_table(rows: Sequence[Mapping[str, Any]], out_png: str | os.PathLike, title: str | None = None, dpi: int = 110) -> Path:
+    """One bar chart per metric (params, MACs, bytes on disk, latency at batch 1 and 32, top-1), a bar
+    per row (``row["stage"]``), each labelled with its value and its ratio to the first row."""
+    out = _png_path(out_png)
+    if not rows:
+        raise ValueError("rows must hold at least one stage, got none")
+    metrics = [m for m in SHRINK_METRICS if any(r.get(m[0]) is not None for r in rows)]
+    fig = _new_figure(3.2 * len(metrics), 0.55 * len(rows) + 1.6)
+    axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
+    labels = [_short(str(r.get("stage", i))) for i, r in enumerate(rows)]
+    y = np.arange(len(rows))
+    for ax, (key, label, _) in zip(axes, metrics):
+        values = [r.get(key) for r in rows]
+        base = values[0]
+        shown = [float(v) if v is not None else 0.0 for v in values]
+        ax.barh(y, shown, color=["#8da0cb"] + ["#66c2a5"] * (len(rows) - 1))
+        for yi, v in zip(y, values):
+            if v is None:
+                continue
+            text = f"{v:.1f}" if key == "top1" else (f"{v:.3g}" if isinstance(v, float) else f"{v:,}")
+            if key != "top1" and base:
+                text += f" ({v / base:.2f}x)"
+            ax.text(v, yi, " " + text, va="center", fontsize=7)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlim(0, max(shown) * 1.6 if max(shown) > 0 else 1)
+        ax.tick_params(labelsize=7)
+    axes[0].set_yticks(y, labels)
+    axes[0].invert_yaxis()
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, out, dpi)

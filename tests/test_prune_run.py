@@ -1,0 +1,81 @@
+"""smallnets prune RUN: prune a trained run's weights, fine-tune into a new run, report before / after."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import smallnets
+from smallnets.cli import main
+from smallnets.rundir import RunDir
+from smallnets.training import RunConfig, Trainer
+from test_train import make_image_folder
+
+
+@pytest.fixture(scope="module")
+def source_run(tmp_path_factory) -> Path:
+    images = make_image_folder(tmp_path_factory.mktemp("data") / "shapes", per_class=8)
+    out = tmp_path_factory.mktemp("runs")
+    cfg = RunConfig.from_dict({
+        "model": {"name": "mobilenet_v2", "width_mult": 0.35, "cifar": True},
+        "data": {"path": str(images), "batch_size": 8, "val_fraction": 0.25, "pipeline": "tensor",
+                 "cache_dir": str(tmp_path_factory.mktemp("cache"))},
+        "train": {"epochs": 1, "lr": 0.05, "precision": "fp32", "progress": False, "out": str(out), "name": "source"},
+    })  # fmt: skip
+    return Trainer(cfg).fit().run_dir
+
+
+def _snapshot(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+def test_prune_command_writes_a_smaller_fine_tuned_run(source_run, capsys):
+    before = _snapshot(source_run)
+    code = main(["prune", str(source_run), "--target-macs", "0.5", "--finetune-epochs", "1", "--name", "pruned",
+                 "--no-latency", "--batch-size", "4"])  # fmt: skip
+    assert code == 0
+    assert _snapshot(source_run) == before, "the source run must not be modified"
+    printed = capsys.readouterr().out
+    assert "| unpruned |" in printed and "| pruned |" in printed
+    new = source_run.parent / "pruned"
+    report = json.loads((new / "prune.json").read_text())
+    rows = {r["stage"].split(" +")[0]: r for r in report["rows"]}
+    assert rows["pruned"]["macs"] <= 0.5 * rows["unpruned"]["macs"]
+    tuned = report["rows"][2]
+    assert tuned["bytes"] == (new / "best.safetensors").stat().st_size < rows["unpruned"]["bytes"]
+    assert (new / "prune.png").stat().st_size > 0
+    # the new run's weights rebuild from its files alone, with the pruned widths, and its config says so
+    model = smallnets.load_weights(new)
+    assert smallnets.profiler.count_macs(model, tuple(report["settings"]["input_size"])) == tuned["macs"]
+    config = json.loads((new / "config.json").read_text())
+    assert config["model"]["spec"] is not None and config["train"]["epochs"] == 1 and config["data"]["batch_size"] == 4
+    assert RunDir(new).read_split()["val_files"] == RunDir(source_run).read_split()["val_files"]  # the same validation split
+
+
+def test_prune_command_distils_from_the_unpruned_run(source_run):
+    assert main(["prune", str(source_run), "--ratio", "0.3", "--finetune-epochs", "1", "--name", "distilled", "--distill", "--no-latency"]) == 0
+    config = json.loads((source_run.parent / "distilled" / "config.json").read_text())
+    assert Path(config["train"]["teacher"]).resolve() == source_run.resolve()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--ratio", "1.5"], "ratio must be a number in (0, 1), got 1.5"),
+        (["--target-macs", "0.5", "--finetune-epochs", "0"], "finetune_epochs must be an integer >= 1, got 0"),
+        (["--target-macs", "0.5", "--epochs", "3"], "--epochs is set by prune itself"),
+        (["--target-macs", "0.5", "--widht-mult", "3"], "unknown option --widht-mult"),
+    ],
+)
+def test_prune_command_refuses_bad_arguments(source_run, argv, message, capsys):
+    assert main(["prune", str(source_run), "--name", "never", *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (source_run.parent / "never").exists()
+
+
+def test_prune_command_needs_a_run(tmp_path, capsys):
+    assert main(["prune", str(tmp_path), "--ratio", "0.3"]) == 2
+    assert "source must be a run directory" in capsys.readouterr().err
