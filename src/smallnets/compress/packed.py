@@ -15,6 +15,9 @@ Layout (integers little-endian; docs/compressed_format.md has the full specifica
 spec, classes, preprocessing, versions ...) or null. Each tensor has an ``encoding``:
 
 * ``dense``: its raw bytes in C order, dtype as recorded (``float32``, ``int64``, ``bool`` ...).
+* ``sparse``: a pruned tensor that is not shared, losslessly: the raw bytes of its non-zero elements
+  (an element is zero when all its bytes are: -0.0 is kept as a value) in C order, and their
+  positions as the ``shared`` sparse layout codes them. Taken where smaller than ``dense``.
 * ``shared``: a float32 codebook of k values and, per position, a symbol. ``layout`` ``dense``
   codes every position (symbol k = a pruned zero, present only when the tensor has zeros);
   ``sparse`` codes the non-zero positions only, with a second stream of their positions: the gap
@@ -230,6 +233,33 @@ def _shared_entry(name: str, tensor: torch.Tensor, layer: Any, blobs: _Blobs, us
     return entry
 
 
+def _zero_free(tensor: torch.Tensor) -> np.ndarray:
+    """True at the elements whose bytes are not all zero (bitwise, so -0.0 and NaN payloads are values)."""
+    t = tensor.detach().to("cpu").contiguous().reshape(-1)
+    if not t.numel():
+        return np.zeros(0, dtype=bool)
+    return t.view(torch.uint8).numpy().reshape(t.numel(), -1).any(axis=1)
+
+
+def _unshared_entry(tensor: torch.Tensor, blobs: _Blobs, use_huffman: bool, sparse: bool | str) -> dict:
+    """``sparse`` (the non-zero elements' raw bytes + their positions) where the file is smaller for it,
+    its longer header entry counted, else ``dense``."""
+    raw = _raw(tensor)
+    if sparse is not False and tensor.numel():
+        mask = _zero_free(tensor)
+        values = np.frombuffer(raw, dtype=np.uint8).reshape(mask.size, -1)[mask].tobytes()
+        stream, parts = _positions_stream(_skips(mask), use_huffman)
+        at = [blobs.size, len(raw)]  # offsets as long as the real ones will be
+        sparse_entry = {"encoding": "sparse", "nonzero": int(mask.sum()), "values": at,
+                        "positions": {**stream, **dict.fromkeys(("lengths", "data") if stream["coding"] == "huffman" else ("data",), at)}}  # fmt: skip
+        extra = len(json.dumps(sparse_entry, separators=(",", ":"))) - len(json.dumps({"encoding": "dense", "data": at}, separators=(",", ":")))
+        if len(values) + sum(map(len, parts)) + extra < len(raw):
+            sparse_entry["values"] = blobs.add(values)
+            sparse_entry["positions"] = _place(stream, parts, blobs)
+            return sparse_entry
+    return {"encoding": "dense", "data": blobs.add(raw)}
+
+
 def write_packed(
     path: str | os.PathLike,
     model_or_state_dict: nn.Module | Mapping[str, torch.Tensor],
@@ -245,10 +275,13 @@ def write_packed(
     ``meta``: the sidecar to record, ``checkpoint.weights_meta(model, classes=..., ...)``, so that
     ``load_weights(path)`` can rebuild the model; None records none. ``shared``: the SharedWeights
     of ``share_weights`` (and fine-tuning): those tensors are stored as codebook + indices and must
-    hold exactly those shared weights; every other tensor is stored as its raw bytes. ``huffman``:
-    Huffman-code the index and position streams where that is smaller. ``sparse``: "auto" (code the
-    non-zero positions only where smaller), True or False. The file is written to a temporary file
-    and renamed; an existing file is replaced only with ``overwrite=True``.
+    hold exactly those shared weights; every other tensor is stored as its raw bytes, all of them
+    (``dense``) or those of its non-zero elements with their positions (``sparse``, where smaller:
+    a pruned, unshared tensor). ``huffman``: Huffman-code the index and position streams where that
+    is smaller. ``sparse``: "auto" (code the non-zero positions only where smaller, shared or not),
+    True (every shared tensor in the sparse layout; the others as with "auto") or False (never).
+    The file is written to a temporary file and renamed; an existing file is replaced only with
+    ``overwrite=True``.
     """
     path = Path(path)
     if path.suffix != SUFFIX:
@@ -282,7 +315,7 @@ def write_packed(
         if name in shared:
             entry.update(_shared_entry(name, tensor, shared[name], blobs, huffman, sparse))
         else:
-            entry.update(encoding="dense", data=blobs.add(_raw(tensor)))
+            entry.update(_unshared_entry(tensor, blobs, huffman, sparse))
         tensors.append(entry)
     header = {"format": FORMAT, "version": VERSION, "meta": dict(meta) if meta is not None else None, "blobs": blobs.size, "tensors": tensors}
     try:
@@ -383,6 +416,8 @@ def _decode_tensor(entry: Any, blob, where: str) -> torch.Tensor:
         if numel == 0:
             return torch.empty(shape, dtype=dtype)
         return torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(dtype).reshape(shape)
+    if entry.get("encoding") == "sparse":
+        return _decode_sparse(entry, blob, shape, dtype, numel, where)
     if entry.get("encoding") != "shared":
         raise ValueError(f"{where}: unknown encoding {entry.get('encoding')!r}")
     if not dtype.is_floating_point:
@@ -401,11 +436,7 @@ def _decode_tensor(entry: Any, blob, where: str) -> torch.Tensor:
         positions, indices = np.flatnonzero(symbols < k), symbols[symbols < k]
     elif entry.get("layout") == "sparse":
         indices = _read_stream(entry.get("indices"), blob, f"{where}.indices")
-        stream = entry.get("positions")
-        field = stream.get("field") if isinstance(stream, dict) else None
-        if not isinstance(field, int) or not 1 <= field <= 16:
-            raise ValueError(f"{where}.positions: field must be an integer in 1..16, got {field!r}")
-        positions = _positions(_read_stream(stream, blob, f"{where}.positions"), field, nonzero, numel, f"{where}.positions")
+        positions = _positions_of(entry, blob, nonzero, numel, where)
         if indices.size != nonzero or (indices.size and indices.max() >= k):
             raise ValueError(f"{where}: the index stream does not fit {nonzero} non-zero values and a {k}-entry codebook")
     else:
@@ -413,6 +444,30 @@ def _decode_tensor(entry: Any, blob, where: str) -> torch.Tensor:
     flat = np.zeros(numel, dtype=np.float32)
     flat[positions] = codebook[indices]
     return torch.from_numpy(flat).reshape(shape).to(dtype)
+
+
+def _positions_of(entry: Mapping, blob, nonzero: int, numel: int, where: str) -> np.ndarray:
+    stream = entry.get("positions")
+    field = stream.get("field") if isinstance(stream, dict) else None
+    if not isinstance(field, int) or isinstance(field, bool) or not 1 <= field <= 16:
+        raise ValueError(f"{where}.positions: field must be an integer in 1..16, got {field!r}")
+    return _positions(_read_stream(stream, blob, f"{where}.positions"), field, nonzero, numel, f"{where}.positions")
+
+
+def _decode_sparse(entry: Mapping, blob, shape: list[int], dtype: torch.dtype, numel: int, where: str) -> torch.Tensor:
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    nonzero = _int(entry, "nonzero", where)
+    if nonzero > numel:
+        raise ValueError(f"{where}: {nonzero} non-zero values in a tensor of {numel}")
+    values = blob(entry.get("values"), f"{where}.values")
+    if len(values) != nonzero * itemsize:
+        raise ValueError(f"{where}: {len(values)} bytes of values for {nonzero} non-zero {_dtype_name(dtype)} values")
+    positions = _positions_of(entry, blob, nonzero, numel, where)
+    flat = np.zeros((numel, itemsize), dtype=np.uint8)
+    flat[positions] = np.frombuffer(values, dtype=np.uint8).reshape(nonzero, itemsize)
+    if numel == 0:
+        return torch.empty(shape, dtype=dtype)
+    return torch.from_numpy(flat.reshape(-1)).view(dtype).reshape(shape)
 
 
 def decode_packed(data: bytes, file: str | os.PathLike = "<bytes>") -> tuple[dict[str, Any] | None, dict[str, torch.Tensor]]:
@@ -448,8 +503,8 @@ def read_packed(path: str | os.PathLike) -> tuple[dict[str, Any] | None, dict[st
 
 
 def packed_summary(path: str | os.PathLike) -> dict[str, Any]:
-    """Where a compressed file's bytes go: per part (header, codebooks, indices, positions, dense,
-    checksum; Huffman code tables count with their stream) and per tensor."""
+    """Where a compressed file's bytes go: per part (header, codebooks, indices, positions, values
+    (of sparse tensors), dense, checksum; Huffman code tables count with their stream) and per tensor."""
     path = Path(path)
     data = path.read_bytes()
     header, _ = _open(data, str(path))
@@ -461,7 +516,7 @@ def packed_summary(path: str | os.PathLike) -> dict[str, Any]:
         return size(stream.get("data")) + size(stream.get("lengths")) if isinstance(stream, dict) else 0
 
     parts = {"header": len(data) - _DIGEST - header["blobs"], "codebooks": 0, "indices": 0,
-             "positions": 0, "dense": 0, "checksum": _DIGEST}  # fmt: skip
+             "positions": 0, "values": 0, "dense": 0, "checksum": _DIGEST}  # fmt: skip
     tensors = {}
     for entry in header["tensors"]:
         if entry.get("encoding") == "shared":
@@ -472,6 +527,12 @@ def packed_summary(path: str | os.PathLike) -> dict[str, Any]:
             row["bytes"] = row["codebook"] + row["indices"] + row["positions"]
             for part in ("codebook", "indices", "positions"):
                 parts["codebooks" if part == "codebook" else part] += row[part]
+        elif entry.get("encoding") == "sparse":
+            row = {"encoding": "sparse", "nonzero": entry.get("nonzero"), "values": size(entry.get("values")),
+                   "positions": stream_size(entry.get("positions")), "positions_coding": (entry.get("positions") or {}).get("coding")}  # fmt: skip
+            row["bytes"] = row["values"] + row["positions"]
+            parts["values"] += row["values"]
+            parts["positions"] += row["positions"]
         else:
             row = {"encoding": "dense", "bytes": size(entry.get("data"))}
             parts["dense"] += row["bytes"]
