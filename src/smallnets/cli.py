@@ -142,6 +142,36 @@ def cmd_prune(args, extra) -> int:
     return {"finished": 0, "time budget": 0, "interrupted": 130}.get(report["status"], 0)
 
 
+def cmd_compress(args, extra) -> int:
+    from smallnets.compress.deep import compress_run, format_ratios
+    from smallnets.compress.workflow import format_table
+    from smallnets.training.config import split_options
+
+    options = {key: "true" if value is None else value for key, value in _flag_pairs(extra)}
+    data_opts, train_opts, knob_opts = split_options(options)
+    if knob_opts:
+        from smallnets._checks import suggest
+        from smallnets.data.config import DataConfig
+        from smallnets.training.config import TrainConfig, field_types
+
+        flag = f"--{next(iter(knob_opts)).replace('_', '-')}"
+        known = [f"--{k.replace('_', '-')}" for k in [*field_types(DataConfig), *field_types(TrainConfig)]]
+        raise ValueError(f"unknown option {flag}: compress takes its own options and data / training options for the fine-tunes{suggest(flag, known)}")
+    for key in ("epochs", "name", "out", "pretrained", "teacher", "resume", "ema"):
+        if key in train_opts:
+            raise ValueError(f"--{key} is set by compress itself (use --finetune-epochs, --name, --out)")
+    report = compress_run(args.run, prune=args.prune, bits=args.bits, fc_bits=args.fc_bits, huffman=args.huffman,
+                          finetune_epochs=args.finetune_epochs, name=args.name, out=args.out, train_overrides=train_opts,
+                          data_overrides=data_opts, latency=not args.no_latency)  # fmt: skip
+    if not report["rows"]:
+        print(f"{report['status']}: compress stopped in a fine-tune; {report['run_dir']} holds what was done", file=sys.stderr)
+    else:
+        print(format_table(report["rows"]))
+        print(format_ratios(report["rows"]))
+        print(f"folder {report['run_dir']} ({report['json']}, {report['png']})")
+    return {"finished": 0, "time budget": 0, "interrupted": 130}.get(report["status"], 0)
+
+
 def cmd_list_formats(args) -> int:
     from smallnets.pretrained import FORMATS, list_formats
 
@@ -213,6 +243,7 @@ def cmd_profile(args, extra) -> int:
         meta = target.smallnets_meta
         side = args.resolution or meta["preprocessing"]["crop"]
         input_size, knobs = (3, side, side), {}
+        knobs["file"] = (meta.get("pretrained") or {}).get("path")  # its size on disk goes into the report
         print(f"{meta['pretrained']['format']} -> {target.smallnets_config['name']}" + ("" if args.resolution else f", {side}x{side} px (the checkpoint's eval crop)"),
               file=sys.stderr if args.json else sys.stdout)  # fmt: skip
     else:
@@ -479,6 +510,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurements")
 
     p = sub.add_parser(
+        "compress",
+        allow_abbrev=False,
+        help="Deep Compression of a trained run: pruning, weight sharing, Huffman coding, each stage measured on disk",
+        description=(
+            "Prunes --prune of RUN's conv and linear weights by magnitude while fine-tuning (NEW/prune), shares each "
+            "layer's weights among 2**--bits values (2**--fc-bits for linear layers) by k-means and fine-tunes the "
+            "centroids (NEW/share), and writes NEW/pruned.sncz, NEW/shared.sncz and, with --huffman, "
+            "NEW/compressed.sncz, with compress.json / compress.png: bytes on disk of each file, its ratio to fp32 and "
+            "validation top-1 (Deep Compression, Han et al. 2016, Table 1). Fine-tunes run on RUN's data and "
+            "validation split for --finetune-epochs each (a tenth of RUN's learning rate unless --lr is given; any "
+            "data or training flag applies). RUN is never modified, NEW never overwritten."
+        ),
+    )
+    p.add_argument("run", help="a run directory written by smallnets train")
+    p.add_argument("--prune", type=float, default=0.6, help="fraction of the conv and linear weights to prune, in [0, 1) (default: %(default)s)")
+    p.add_argument("--bits", type=int, default=8, help="bits per shared conv weight: 2**bits values per layer (default: %(default)s)")
+    p.add_argument("--fc-bits", type=int, default=5, help="bits per shared linear weight (default: %(default)s)")
+    p.add_argument("--huffman", action="store_true", help="also Huffman-code the shared weights (NEW/compressed.sncz)")
+    p.add_argument("--finetune-epochs", type=int, default=1, help="epochs of each fine-tune (default: %(default)s)")
+    p.add_argument("--name", help="name of the new folder (default: RUN's name + -compressed)")
+    p.add_argument("--out", help="parent folder of the new folder (default: RUN's parent)")
+    p.add_argument("--no-latency", action="store_true", help="skip the latency measurements")
+
+    p = sub.add_parser(
         "train",
         allow_abbrev=False,
         help="train a zoo model on an image folder, archive or CIFAR (one process or torchrun)",
@@ -585,6 +640,8 @@ def _dispatch(parser: argparse.ArgumentParser, args, extra) -> int:
             return cmd_train(args, extra)
         if args.command == "prune":
             return cmd_prune(args, extra)
+        if args.command == "compress":
+            return cmd_compress(args, extra)
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if args.command == "list":
