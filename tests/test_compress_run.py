@@ -173,6 +173,18 @@ def test_compressed_file_gives_exactly_the_shared_models_logits(compressed):
         assert torch.equal(coded(x), shared(x))
 
 
+def test_without_huffman_there_is_no_huffman_stage(source_run, tmp_path):
+    from smallnets.compress.deep import compress_run
+
+    report = compress_run(source_run, prune=0.5, bits=4, fc_bits=3, huffman=False, out=tmp_path / "elsewhere", latency=False,
+                          data_overrides={"batch_size": 4})  # fmt: skip
+    new = tmp_path / "elsewhere" / "source-compressed"
+    assert report["run_dir"] == str(new) and [r["stage"] for r in report["rows"]] == ["fp32", "pruned", "shared"]
+    assert not (new / "compressed.sncz").exists() and (new / "shared.sncz").is_file()
+    assert report["rows"][1]["sparsity"] == pytest.approx(0.5, abs=1e-5)
+    assert all(v["clusters"] <= 2**v["bits"] and v["bits"] in (3, 4) for v in report["settings"]["shared"].values())
+
+
 def test_an_existing_folder_is_never_overwritten(source_run, compressed, capsys):
     before = _snapshot(compressed["new"])
     assert main(["compress", str(source_run), "--name", "deep", "--no-latency"]) == 2
@@ -192,7 +204,7 @@ def test_an_existing_folder_is_never_overwritten(source_run, compressed, capsys)
         (["--teacher", "x"], "--teacher is set by compress itself"),
         (["--ema"], "--ema is set by compress itself"),
         (["--widht-mult", "3"], "unknown option --widht-mult"),
-        (["--lr", "-1"], "lr"),
+        (["--lr", "-1"], "lr must be > 0, got -1.0"),
     ],
 )
 def test_compress_command_refuses_bad_arguments(source_run, argv, message, capsys):

@@ -101,7 +101,8 @@ def compress_run(
     _check_args(prune, bits, fc_bits, huffman, finetune_epochs, latency)
     train_overrides, data_overrides = dict(train_overrides or {}), dict(data_overrides or {})
     if "ema" in train_overrides:
-        raise ValueError(f"ema is set by compress itself (off: the pruning and sharing hooks do not reach EMA weights), got ema={train_overrides['ema']!r}")
+        raise ValueError("ema is set by compress itself (off: the pruning and sharing hooks do not reach EMA weights), "
+                         f"got ema={train_overrides['ema']!r}")  # fmt: skip
     run = workflow._source(source)
     if name is not None and (not isinstance(name, str) or not name or Path(name).name != name or name in (".", "..")):
         raise ValueError(f"name must be a folder name (no path separators), got {name!r}")
