@@ -79,3 +79,21 @@ def test_prune_command_refuses_bad_arguments(source_run, argv, message, capsys):
 def test_prune_command_needs_a_run(tmp_path, capsys):
     assert main(["prune", str(tmp_path), "--ratio", "0.3"]) == 2
     assert "source must be a run directory" in capsys.readouterr().err
+
+
+def test_profile_reports_what_a_shrunk_model_really_costs(tmp_path, capsys):
+    """True MACs of a pruned model (from its recorded spec), its bytes on disk, and zeros counted."""
+    from smallnets.compress.sparsity import prune_magnitude
+    from smallnets.compress.structured import prune
+
+    model = smallnets.create_model("mobilenet_v2", num_classes=10, width_mult=0.35, cifar=True)
+    pruned, report = prune(model, target_macs=0.5)
+    sparse, _ = prune_magnitude(pruned, 0.5)
+    path = smallnets.save_weights(sparse, tmp_path / "small.safetensors", classes=[str(i) for i in range(10)],
+                                  preprocessing={"mean": [0.5] * 3, "std": [0.25] * 3, "resize": 32, "crop": 32})  # fmt: skip
+    assert main(["profile", "--pretrained", str(path), "--json", "--no-latency", "--no-memory"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["macs"] == report.macs_after
+    assert out["file_bytes"] == path.stat().st_size
+    assert out["params"] == report.params_after
+    assert abs(out["nonzero_params"] - out["params"] / 2) < 0.1 * out["params"]

@@ -7,6 +7,9 @@ rescales are not counted. FLOPs = 2 x MACs.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import copy
 import platform
 import statistics
@@ -321,11 +324,16 @@ class CostReport:
     layers: list[LayerCost]
     latency: Latency | None
     knobs: dict = field(default_factory=dict)
+    nonzero_params: int | None = None  # trainable parameters that are not exactly zero (a pruned model's are fewer)
+    file_bytes: int | None = None  # the weights file's size on disk, when profiled from one (a .sncz: as stored)
+    file: str | None = None
     conventions: dict = field(
         default_factory=lambda: {
             "macs": MACS_CONVENTION,
             "params": "trainable parameters: conv/linear weights and biases, BatchNorm affine; not running statistics",
             "size": "every parameter at 4 / 2 / 1 bytes (BatchNorm running statistics fold into the convs on export)",
+            "nonzero_params": "trainable parameters that are not exactly zero: what a sparse (pruned) file stores",
+            "file_bytes": "the size of the weights file on disk, measured (a compressed .sncz as stored)",
             "peak_activation": "high-water mark of operator outputs alive at once in one eval forward at batch 1, input included",
             "saved_activation": "tensors autograd saves for backward in one train-mode forward at batch 2",
         }
@@ -359,6 +367,9 @@ class CostReport:
             "macs": self.macs,
             "flops": self.flops,
             "size_bytes": dict(self.size_bytes),
+            "nonzero_params": self.nonzero_params,
+            "file_bytes": self.file_bytes,
+            "file": self.file,
             "peak_activation_bytes": self.peak_activation_bytes,
             "saved_activation_bytes": self.saved_activation_bytes,
             "by_kind": self.by_kind(),
@@ -378,6 +389,10 @@ class CostReport:
             ("FLOPs", f"{self.flops / 1e9:.3f} G (2 x MACs)"),
             ("size", " / ".join(f"{format_bytes(v, digits=2)} {k}" for k, v in self.size_bytes.items())),
         ]
+        if self.nonzero_params is not None and self.nonzero_params < self.params:
+            rows.insert(3, ("non-zero", f"{self.nonzero_params:,} ({100 * (1 - self.nonzero_params / max(self.params, 1)):.1f}% of the parameters are zero)"))
+        if self.file_bytes is not None:
+            rows.append(("on disk", f"{format_bytes(self.file_bytes, digits=2)} ({self.file})"))
         if self.peak_activation_bytes is not None:
             rows.append(("activations", f"{format_bytes(self.peak_activation_bytes, digits=2)} peak (inference, batch 1)"))
         if self.saved_activation_bytes is not None:
@@ -430,13 +445,16 @@ def profile(
     dtype: torch.dtype = torch.float32,
     channels_last: bool = False,
     device: str | torch.device = "cpu",
+    file: str | os.PathLike | None = None,
     **knobs,
 ) -> CostReport:
     """Cost report of a model (a module, or a zoo name built with ``knobs``) at ``input_size``.
 
     ``input_size`` is (C, H, W); it defaults to the zoo entry's paper resolution, or 3x224x224.
     Counts (params, MACs, size, per-layer table) are exact; activation memory and latency are
-    measured on this machine (``latency=False`` / ``memory=False`` skip them).
+    measured on this machine (``latency=False`` / ``memory=False`` skip them). ``file``: the weights
+    file the model was loaded from, whose size on disk the report gives (a pruned or compressed
+    file's real cost); non-zero parameters are always counted, so sparsity shows.
     """
     from smallnets.registry import list_models
     from smallnets.zoo import create_model
@@ -487,6 +505,9 @@ def profile(
             else None
         ),
         knobs=net_knobs,
+        nonzero_params=None if meta else sum(int(torch.count_nonzero(p)) for p in net.parameters() if p.requires_grad),
+        file_bytes=None if file is None else Path(file).stat().st_size,
+        file=None if file is None else str(file),
     )
 
 

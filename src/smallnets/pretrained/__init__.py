@@ -123,7 +123,7 @@ def own_format(path: str | os.PathLike) -> WeightFormat | None:
     classes = meta.get("classes")
     return WeightFormat(OWN, meta["model"], recorded_knobs(meta), dict(meta.get("preprocessing") or {}), "", detect=False,
                         sha256=meta.get("sha256"), notes="smallnets weights", classes=tuple(classes) if classes else None,
-                        num_classes=int(meta["num_classes"]))  # fmt: skip
+                        num_classes=int(meta["num_classes"]), spec=meta.get("spec"))  # fmt: skip
 
 
 def resolve_source(source: str | os.PathLike, *, format: str | None = None, sha256: str | None = None,
@@ -201,7 +201,13 @@ def load_pretrained(
         fmt = get_format(detect_format(src))
     if model_or_name is None:
         model_or_name = fmt.model
-    if isinstance(model_or_name, str):
+    if fmt.spec is not None and model_or_name in (None, fmt.model):
+        # smallnets' own file with its architecture recorded (a pruned model's widths no knob gives): that is what is built
+        if knobs:
+            raise ValueError(f"knobs ({', '.join(knobs)}) cannot change the architecture that {str(path)!r} records; "
+                             "build the model yourself and pass it instead of a name")  # fmt: skip
+        model = _from_recorded_spec(fmt, num_classes or _checkpoint_classes(src, fmt))
+    elif isinstance(model_or_name, str):
         classes = num_classes or _checkpoint_classes(src, fmt)
         model = build_named(model_or_name, num_classes=classes, **{**fmt.knobs, **knobs})
     elif isinstance(model_or_name, nn.Module):
@@ -211,6 +217,20 @@ def load_pretrained(
     else:
         raise TypeError(f"model_or_name must be a zoo name or an nn.Module, got {type(model_or_name).__qualname__}")
     return apply_checkpoint(model, src, fmt, strict=strict, source=os.fspath(source), path=path)
+
+
+def _from_recorded_spec(fmt: WeightFormat, num_classes: int) -> nn.Module:
+    import dataclasses
+
+    from smallnets.arch.spec import ArchSpec
+    from smallnets.models import build_model
+
+    spec = ArchSpec.from_dict(dict(fmt.spec))
+    if spec.num_classes != num_classes:
+        spec = dataclasses.replace(spec, num_classes=num_classes)
+    model = build_model(spec)
+    model.smallnets_config = {"name": fmt.model, "num_classes": spec.num_classes, "in_chans": spec.in_chans, "knobs": dict(fmt.knobs)}
+    return model
 
 
 def apply_checkpoint(model: nn.Module, src: Mapping[str, torch.Tensor], fmt: WeightFormat, *, strict: bool | None = None,

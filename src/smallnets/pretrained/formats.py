@@ -43,6 +43,7 @@ class WeightFormat:
     aliases: tuple[str, ...] = field(default_factory=tuple)
     classes: tuple[str, ...] | None = None  # class names that travel with the weights (smallnets' own files)
     num_classes: int | None = None  # outputs of the classifier, where a sidecar records them (smallnets' own files)
+    spec: Mapping[str, Any] | None = None  # the recorded architecture (smallnets' own files: a pruned model's own widths)
 
 
 def _formats() -> dict[str, WeightFormat]:
