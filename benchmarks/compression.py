@@ -1,0 +1,218 @@
+"""Shrinking a trained CIFAR-10 model: structured pruning against its alternatives, Deep Compression,
+and knowledge distillation, on a fixed split of the shared CIFAR-10 archive.
+
+1. structured: MODEL (CIFAR stem) trained for --epochs, pruned to --target-macs of its MACs
+   (``smallnets prune``'s prune_run: l1, global) and fine-tuned for --finetune-epochs. In the same
+   run and on the same split: the unpruned model; the same pruned widths trained from scratch for
+   the same total epochs; a uniformly thinner model (``width_mult`` chosen by bisection for the
+   same MACs) for the same total epochs; and Torch-Pruning (pip ``torch-pruning``; its
+   MagnitudePruner with L1 importance at the same MACs target, the same fine-tune through the
+   same trainer). CPU latency (fp32, batch 1 and 32) of each.
+2. deep: ``smallnets compress`` (compress_run) of trained SqueezeNet 1.1 and MobileNetV2 runs:
+   bytes on disk of each stage, measured from the files, against the fp32 safetensors file.
+3. distill: a small student with and without the unpruned model of part 1 as teacher, same
+   epochs, several seeds.
+
+Every stage runs through the library's own commands' functions (Trainer, prune_run, compress_run),
+so the figures are what a user gets. Prints tables, writes JSON and plots:
+
+    python benchmarks/compression.py [--parts structured deep distill] [--per-class 500] [--epochs 15]
+        [--finetune-epochs 5] [--models mobilenet_v2 shufflenet_v2] [--seeds 0 1 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import smallnets
+from smallnets._io import atomic_write_text
+from smallnets.compare import environment
+from smallnets.compress.workflow import format_table, measure_stage, prune_run
+from smallnets.profiler import count_macs
+from smallnets.training import RunConfig, Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-train-jpg.tar.gz"
+RESULTS = REPO / "benchmarks" / "results"
+MODELS = {  # part 1's models: (zoo name, knobs, the train options that differ from COMMON)
+    "mobilenet_v2": ("mobilenet_v2", {"cifar": True}, {}),
+    "shufflenet_v2": ("shufflenet_v2", {"cifar": True}, {"channels_last": False}),  # NCHW trains faster here (train_throughput.py)
+}
+COMMON = {"lr": 0.1, "warmup_epochs": 1.0, "label_smoothing": 0.1, "weight_decay": 5e-4, "progress": True}
+SIZE = (3, 32, 32)
+
+
+def data_config(args, work: Path) -> dict:
+    return {"path": str(args.archive), "batch_size": args.batch_size, "val_fraction": 0.1, "limit_per_class": args.per_class,
+            "pipeline": "tensor", "cache_dir": str(work / "cache")}  # fmt: skip
+
+
+def train(model_cfg: dict | None, model, epochs: int, name: str, args, work: Path, seed: int = 0, **train):
+    cfg = RunConfig.from_dict({"model": model_cfg or {}, "data": data_config(args, work),
+                               "train": {**COMMON, "epochs": epochs, "out": str(work / "runs"), "name": name, "seed": seed, **train}})  # fmt: skip
+    print(f"== {name}: {epochs} epochs", file=sys.stderr, flush=True)
+    trainer = Trainer(cfg, model=model)
+    result = trainer.fit()
+    return trainer, result
+
+
+def same_macs_width(name: str, knobs: dict, target: int) -> float:
+    """The width_mult whose model has the MACs closest to ``target`` (bisection; widths round to 8)."""
+    lo, hi = 0.1, 1.0
+    for _ in range(20):
+        mid = (lo + hi) / 2
+        if count_macs(smallnets.create_model(name, num_classes=10, width_mult=mid, **knobs), SIZE) > target:
+            hi = mid
+        else:
+            lo = mid
+    return round(lo, 4)
+
+
+def torch_pruning_state(model: torch.nn.Module, target_ratio: float) -> dict:
+    """Torch-Pruning's MagnitudePruner (L1, global off: its default uniform ratio per layer) stepped until
+    the MACs fall to ``target_ratio``; the pruned model's state dict (the same modules, fewer channels)."""
+    import torch_pruning as tp
+
+    model = model.eval()
+    example = torch.zeros(1, *SIZE)
+    base, _ = tp.utils.count_ops_and_params(model, example)
+    head = model.get_submodule(model.classifier_layer())
+    pruner = tp.pruner.MagnitudePruner(model, example, importance=tp.importance.MagnitudeImportance(p=1), iterative_steps=50,
+                                       pruning_ratio=0.9, ignored_layers=[head])  # fmt: skip
+    for _ in range(50):
+        pruner.step()
+        macs, _ = tp.utils.count_ops_and_params(model, example)
+        if macs <= target_ratio * base:
+            break
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def structured(args, work: Path) -> list[dict]:
+    from smallnets.compress.structured import rebuild_pruned
+
+    out = []
+    total = args.epochs + args.finetune_epochs
+    for key in args.models:
+        name, knobs, extra = MODELS[key]
+        _, unpruned = train({"name": name, **knobs}, None, args.epochs, f"{key}-unpruned", args, work, **extra)
+        report = prune_run(unpruned.run_dir, target_macs=args.target_macs, finetune_epochs=args.finetune_epochs, name=f"{key}-pruned",
+                           train_overrides=extra, latency=True)  # fmt: skip
+        rows = report["rows"]
+        pruned = smallnets.load_weights(report["run_dir"])
+        # the same widths from scratch, for as many epochs as the unpruned model and its fine-tune together
+        scratch = smallnets.model_from_spec(pruned.spec)
+        scratch.smallnets_config["name"] = name
+        _, res = train(None, scratch, total, f"{key}-scratch", args, work, **extra)
+        rows.append(measure_stage(f"same widths from scratch, {total} epochs", smallnets.load_weights(res.run_dir), SIZE,
+                                  file=res.run_dir / "best.safetensors", top1=res.best_top1))  # fmt: skip
+        # a uniformly thinner model of the same MACs
+        width = same_macs_width(name, knobs, rows[2]["macs"])
+        _, res = train({"name": name, **knobs, "width_mult": width}, None, total, f"{key}-thin", args, work, **extra)
+        rows.append(measure_stage(f"width_mult {width}, {total} epochs", smallnets.load_weights(res.run_dir), SIZE,
+                                  file=res.run_dir / "best.safetensors", top1=res.best_top1))  # fmt: skip
+        # Torch-Pruning at the same target, the same fine-tune through the same trainer
+        try:
+            source = smallnets.load_weights(unpruned.run_dir)
+            state = torch_pruning_state(source, args.target_macs)
+            tp_model = rebuild_pruned(smallnets.load_weights(unpruned.run_dir), state)
+            _, res = train(None, tp_model, args.finetune_epochs, f"{key}-torch-pruning", args, work, lr=COMMON["lr"] / 10,
+                           warmup_epochs=0, **extra)  # fmt: skip
+            rows.append(measure_stage(f"Torch-Pruning + {args.finetune_epochs} epoch(s) fine-tune", smallnets.load_weights(res.run_dir),
+                                      SIZE, file=res.run_dir / "best.safetensors", top1=res.best_top1))  # fmt: skip
+        except Exception as err:  # noqa: BLE001 - reported in the table, not hidden
+            rows.append({"stage": f"Torch-Pruning: {type(err).__name__}: {err}"[:160]})
+        for r in rows:
+            r.setdefault("model", key)
+        print(f"\n{key} (CIFAR stem), {args.per_class}/class, {args.epochs} + {args.finetune_epochs} epochs, target {args.target_macs} of the MACs")
+        print(format_table([r for r in rows if "macs" in r]))
+        out.append({"model": key, "rows": rows, "prune_settings": report["settings"]})
+    return out
+
+
+def deep(args, work: Path, trained: dict[str, Path]) -> list[dict]:
+    from smallnets.compress.deep import compress_run
+
+    out = []
+    for key, (name, knobs, extra) in {"squeezenet1_1": ("squeezenet1_1", {"cifar": True}, {"lr": 0.02}), **MODELS}.items():
+        if key not in args.deep_models:
+            continue
+        run = trained.get(key)
+        if run is None:
+            _, res = train({"name": name, **knobs}, None, args.epochs, f"{key}-dc-source", args, work, **extra)
+            run = res.run_dir
+        report = compress_run(run, prune=args.prune, bits=8, fc_bits=5, huffman=True, finetune_epochs=args.finetune_epochs,
+                              name=f"{key}-compressed", out=work / "runs")  # fmt: skip
+        print(f"\nDeep Compression of {key}: prune {args.prune}, 8-bit convs, 5-bit FC, Huffman")
+        print(format_table(report["rows"]))
+        out.append({"model": key, **{k: v for k, v in report.items() if k in ("rows", "settings")}})
+    return out
+
+
+def distill(args, work: Path, teacher: Path | None) -> dict:
+    results = {"with_teacher": [], "without": []}
+    for seed in args.seeds:
+        for arm in ("without", "with_teacher"):
+            extra = {"teacher": str(teacher)} if arm == "with_teacher" else {}
+            _, res = train({"name": "mobilenet_v1", "width_mult": 0.25, "cifar": True}, None, args.epochs, f"student-{arm}-{seed}", args,
+                           work, seed=seed, **extra)  # fmt: skip
+            results[arm].append(res.best_top1)
+    mean = {k: statistics.mean(v) for k, v in results.items()}
+    print(f"\ndistillation: mobilenet_v1 0.25x, {args.epochs} epochs, seeds {args.seeds}: without {mean['without']:.2f}%, "
+          f"with teacher {mean['with_teacher']:.2f}% ({mean['with_teacher'] - mean['without']:+.2f})")  # fmt: skip
+    return {"teacher": str(teacher), "top1": results, "mean": mean}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--parts", nargs="+", default=["structured", "deep", "distill"], choices=["structured", "deep", "distill"])
+    p.add_argument("--archive", type=Path, default=ARCHIVE)
+    p.add_argument("--per-class", type=int, default=500, help="CIFAR-10 images per class (train + 10%% validation)")
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--finetune-epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--target-macs", type=float, default=0.5)
+    p.add_argument("--prune", type=float, default=0.6, help="Deep Compression's magnitude-pruning sparsity")
+    p.add_argument("--models", nargs="+", default=["mobilenet_v2", "shufflenet_v2"], choices=sorted(MODELS))
+    p.add_argument("--deep-models", nargs="+", default=["squeezenet1_1", "mobilenet_v2"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--out", type=Path, default=RESULTS / "compression.json")
+    args = p.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="smallnets-compression-"))
+    started = time.time()
+    report = {"benchmark": "compression", "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "environment": environment()}  # fmt: skip
+    trained: dict[str, Path] = {}
+    if "structured" in args.parts:
+        report["structured"] = structured(args, work)
+        trained = {k: work / "runs" / f"{k}-unpruned" for k in args.models}
+    if "deep" in args.parts:
+        report["deep"] = deep(args, work, trained)
+    if "distill" in args.parts:
+        teacher = trained.get("mobilenet_v2")
+        if teacher is None:
+            _, res = train({"name": "mobilenet_v2", "cifar": True}, None, args.epochs, "teacher", args, work)
+            teacher = res.run_dir
+        report["distill"] = distill(args, work, teacher)
+    report["wall_s"] = round(time.time() - started, 1)
+    atomic_write_text(args.out, json.dumps(report, indent=2, default=str) + "\n")
+    from smallnets.plots import plot_shrink_table
+
+    for part in report.get("structured", []):
+        plot_shrink_table([r for r in part["rows"] if "macs" in r], args.out.with_name(f"compression_{part['model']}.png"),
+                          title=f"{part['model']}: pruned to {args.target_macs} of its MACs vs alternatives")  # fmt: skip
+    for part in report.get("deep", []):
+        plot_shrink_table(part["rows"], args.out.with_name(f"compression_deep_{part['model']}.png"), title=f"Deep Compression: {part['model']}")
+    print(f"wrote {args.out} (work files in {work})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
