@@ -27,6 +27,7 @@ PARTS = {
     "factory": ("#fb8072", ("smallnets.zoo",)),
     "data": ("#bebada", ("smallnets.data",)),
     "workflows": ("#ffffb3", ("smallnets.training", "smallnets.rundir", "smallnets.fast_cpu", "smallnets.metrics", "smallnets.evaluation", "smallnets.prediction", "smallnets.compare", "smallnets.plots")),
+    "shrink": ("#ccebc5", ("smallnets.compress",)),
     "command line": ("#fccde5", ("smallnets.cli", "smallnets.__main__")),
 }
 
