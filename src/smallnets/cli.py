@@ -565,8 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
         "eval",
         help="evaluate trained weights: top-1/top-5, loss, per-class accuracy, confusion matrix",
         description=(
-            "RUN_OR_WEIGHTS is a run directory (best.safetensors, else last) or a .safetensors file with its "
-            "JSON sidecar. --split val rebuilds the run's validation split exactly as training did (the default "
+            "RUN_OR_WEIGHTS is a run directory (best.safetensors, else last), a .safetensors file with its "
+            "JSON sidecar, or a compressed .sncz file (smallnets compress). --split val rebuilds the run's validation split exactly as training did (the default "
             "on the run's own data); --split all evaluates every image of a class-folder tree or archive "
             "(ROOT/<class>/..., ROOT/test/<class>/... or ROOT/val/<class>/...) with the model's eval preprocessing "
             "(the default for other data and for a weights file)."
@@ -587,7 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="top-k classes of image files with a trained model",
         description="Directories are walked recursively for image files (sorted). Unreadable files are reported on stderr and skipped (exit code 1).",
     )
-    p.add_argument("weights", metavar="RUN_OR_WEIGHTS", help="run directory or .safetensors; with --pretrained, a zoo model name")
+    p.add_argument("weights", metavar="RUN_OR_WEIGHTS", help="run directory, .safetensors or compressed .sncz; with --pretrained, a zoo model name")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--pretrained", metavar="SOURCE", help="torchvision / timm checkpoint (file, https URL, FORMAT=PATH) or a smallnets run or weights file")
     p.add_argument("--format", help="checkpoint format, e.g. timm:tf_efficientnet_b0 (default: detected)")
