@@ -225,3 +225,14 @@ def test_unknown_ops_are_refused_not_guessed():
 
     with pytest.raises(NotImplementedError, match="uses a parameter of ''"):
         trace_channels(Odd(), (3, 8, 8))
+
+
+def test_multiple_of_rounds_each_channel_space_down():
+    model = _model("mobilenet_v2", {"width_mult": 0.5, "cifar": True})
+    plain, plain_report = prune(model, target_macs=0.6, input_size=(3, 32, 32))
+    rounded, report = prune(model, target_macs=0.6, multiple_of=8, input_size=(3, 32, 32))
+    assert report.macs_after <= plain_report.macs_after
+    hidden = [b.hidden_chs for b in rounded.spec.blocks if b.expand]
+    assert all(h % 8 == 0 for h in hidden) and hidden != [b.hidden_chs for b in plain.spec.blocks if b.expand]
+    with pytest.raises(ValueError, match="multiple_of must be an integer >= 1, got 0"):
+        prune(model, target_macs=0.6, multiple_of=0, input_size=(3, 32, 32))

@@ -650,6 +650,31 @@ def _per_space(graph, scores, spaces, fraction):
     return removed
 
 
+def round_widths(graph: ChannelGraph, scores: torch.Tensor, removed: torch.Tensor, multiple_of: int) -> torch.Tensor:
+    """``removed`` with each channel space's kept width rounded *down* to a multiple of ``multiple_of``
+    (vector units and oneDNN's blocked layouts run whole multiples of 8 or 16 faster), by removing
+    its lowest-scored kept channels; spaces of tied multi-channel groups, and widths a layer's last
+    channels would have to give, are left as they are."""
+    if multiple_of == 1:
+        return removed
+    removed = removed.clone()
+    budget = _Budget(graph)
+    for u in torch.nonzero(removed).flatten().tolist():
+        budget.remove(u)
+    for space in _spaces(graph):
+        if any(int(graph.unit_sizes[u]) != 1 for u in space):
+            continue
+        kept = [u for u in space if not removed[u]]
+        extra = len(kept) % multiple_of
+        if extra == 0 or len(kept) <= multiple_of:
+            continue
+        for u in sorted(kept, key=lambda u: float(scores[u]))[:extra]:
+            if budget.can_remove(u):
+                budget.remove(u)
+                removed[u] = True
+    return removed
+
+
 # ---------------------------------------------------------------------------------------------
 # Building the smaller model
 
@@ -752,6 +777,7 @@ def prune(
     data: Iterable | None = None,
     loss_fn: Callable | None = None,
     batches: int | None = None,
+    multiple_of: int = 1,
 ) -> tuple[nn.Module, PruneReport]:
     """A physically smaller copy of ``model`` (the input is not changed) and a report.
 
@@ -762,6 +788,8 @@ def prune(
     channel group of the network together (scores normalised per layer); ``"per_layer"`` removes
     the same fraction from each channel space. ``protect``: module names (fnmatch patterns) whose
     channels stay. MACs are counted at ``input_size`` (default: the spec's resolution).
+    ``multiple_of`` (e.g. 8) then rounds each channel space's kept width down to a multiple of it,
+    which CPU kernels run faster (the MACs fall a little further below the target).
 
     The result is an ordinary smallnets model: ``model.spec`` holds its per-block widths, so it
     trains, saves (``save_weights`` records the spec) and reloads from its files alone.
@@ -777,6 +805,8 @@ def prune(
             raise ValueError(f"{arg} must be a number in (0, 1), got {value!r}")
     check_choice("criterion", criterion, CRITERIA)
     check_choice("scope", scope, SCOPES)
+    if isinstance(multiple_of, bool) or not isinstance(multiple_of, int) or multiple_of < 1:
+        raise ValueError(f"multiple_of must be an integer >= 1, got {multiple_of!r}")
     if isinstance(protect, str):
         protect = (protect,)
     graph = trace_channels(model, input_size, protect=protect)
@@ -784,6 +814,7 @@ def prune(
         raise ValueError("the model has no prunable channel group (every channel is protected or feeds the input or output)")
     scores = unit_scores(graph, model, criterion, data=data, loss_fn=loss_fn, batches=batches)
     removed = choose_units(graph, scores, target_macs=target_macs, ratio=ratio, scope=scope)
+    removed = round_widths(graph, scores, removed, multiple_of)
     state = sliced_state(model, graph, removed)
     pruned = rebuild_pruned(model, state)
     before = graph.kept_counts(torch.zeros(graph.num_units, dtype=torch.bool))

@@ -138,6 +138,7 @@ def prune_run(
     data_overrides: Mapping[str, Any] | None = None,
     latency: bool = True,
     taylor_batches: int = 8,
+    multiple_of: int = 1,
 ) -> dict[str, Any]:
     """Prune a run's best weights (``compress.structured.prune``), fine-tune them for
     ``finetune_epochs`` on the run's data (with the unpruned model as teacher when ``distill``) into
@@ -163,7 +164,7 @@ def prune_run(
         bundle = build_data(config.data, seed=config.train.seed, progress=False)
         data = list(islice(iter(bundle.train), taylor_batches))
     pruned, prune_report = prune(model, target_macs=target_macs, ratio=ratio, criterion=criterion, scope=scope, protect=protect,
-                                 input_size=size, data=data)  # fmt: skip
+                                 input_size=size, data=data, multiple_of=multiple_of)  # fmt: skip
     pruned.smallnets_config = {**pruned.smallnets_config, "name": (model.smallnets_meta or {}).get("model")}
     trainer = Trainer(config, model=pruned)
     before_finetune = trainer.validate().top1
@@ -179,7 +180,7 @@ def prune_run(
     ]
     rows[1]["bytes"] = None  # the pruned weights before fine-tuning were never written: the same shapes as the row below
     settings = {"source": str(run.path), "weights": str(weights), "target_macs": target_macs, "ratio": ratio, "criterion": criterion,
-                "scope": scope, "protect": list(protect), "finetune_epochs": finetune_epochs, "distill": distill,
+                "scope": scope, "protect": list(protect), "multiple_of": multiple_of, "finetune_epochs": finetune_epochs, "distill": distill,
                 "input_size": list(size), "prune": prune_report.to_dict()}  # fmt: skip
     title = f"{(model.smallnets_meta or {}).get('model') or 'model'} pruned to {prune_report.macs_ratio:.2f} of its MACs ({criterion}, {scope})"
     json_path, png = write_report(new_run.path, "prune", rows, title=title, settings=settings)
