@@ -236,3 +236,20 @@ def test_multiple_of_rounds_each_channel_space_down():
     assert all(h % 8 == 0 for h in hidden) and hidden != [b.hidden_chs for b in plain.spec.blocks if b.expand]
     with pytest.raises(ValueError, match="multiple_of must be an integer >= 1, got 0"):
         prune(model, target_macs=0.6, multiple_of=0, input_size=(3, 32, 32))
+
+
+def test_batchnorm_recalibration_measures_the_statistics_again():
+    from smallnets.compress.structured import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 1, bias=False), nn.BatchNorm2d(4), nn.Dropout(0.5))
+    batches = [(torch.randn(8, 3, 5, 5) * 3 + 1, torch.zeros(8)) for _ in range(4)]
+    net[1].running_mean.fill_(100.0)
+    net.eval()
+    assert recalibrate_batchnorm(net, batches, max_batches=3) == 24
+    with torch.no_grad():
+        feats = torch.cat([net[0](x) for x, _ in batches[:3]])
+    torch.testing.assert_close(net[1].running_mean, feats.mean((0, 2, 3)), rtol=1e-5, atol=1e-5)
+    assert net[1].momentum == 0.1 and not net.training
+    with pytest.raises(ValueError, match="max_batches must be an integer >= 1, got 0"):
+        recalibrate_batchnorm(net, batches, max_batches=0)

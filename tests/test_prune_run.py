@@ -39,10 +39,11 @@ def test_prune_command_writes_a_smaller_fine_tuned_run(source_run, capsys):
     assert code == 0
     assert _snapshot(source_run) == before, "the source run must not be modified"
     printed = capsys.readouterr().out
-    assert "| unpruned |" in printed and "| pruned |" in printed
+    assert "| unpruned |" in printed and "| pruned (BN recalibrated on " in printed
     new = source_run.parent / "pruned"
     report = json.loads((new / "prune.json").read_text())
-    rows = {r["stage"].split(" +")[0]: r for r in report["rows"]}
+    rows = {r["stage"].split(" +")[0].split(" (")[0]: r for r in report["rows"]}
+    assert report["settings"]["bn_recalibration_images"] > 0
     assert rows["pruned"]["macs"] <= 0.5 * rows["unpruned"]["macs"]
     tuned = report["rows"][2]
     assert tuned["bytes"] == (new / "best.safetensors").stat().st_size < rows["unpruned"]["bytes"]

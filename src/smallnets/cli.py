@@ -137,7 +137,7 @@ def cmd_prune(args, extra) -> int:
     report = prune_run(args.run, target_macs=args.target_macs, ratio=args.ratio, criterion=args.criterion, scope=args.scope,
                        protect=args.protect or (), finetune_epochs=args.finetune_epochs, distill=args.distill, name=args.name,
                        out=args.out, train_overrides=train_opts, data_overrides=data_opts, latency=not args.no_latency,
-                       multiple_of=args.multiple_of)  # fmt: skip
+                       multiple_of=args.multiple_of, recalibrate_batches=args.recalibrate_batches)  # fmt: skip
     print(format_table(report["rows"]))
     print(f"run directory {report['run_dir']} ({report['json']}, {report['png']})")
     return {"finished": 0, "time budget": 0, "interrupted": 130}.get(report["status"], 0)
@@ -505,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scope", default="global", help="global (rank all channel groups together) or per_layer")
     p.add_argument("--protect", action="append", metavar="MODULE", help="module name or pattern whose channels stay (repeatable), e.g. stem")
     p.add_argument("--multiple-of", type=int, default=1, help="round each kept width down to a multiple of this (8: faster CPU kernels)")
+    p.add_argument("--recalibrate-batches", type=int, default=20, help="training batches to re-measure BatchNorm statistics on before fine-tuning (0: none)")
     p.add_argument("--finetune-epochs", type=int, default=1)
     p.add_argument("--distill", action="store_true", help="fine-tune with the unpruned model as teacher (knowledge distillation)")
     p.add_argument("--name", help="name of the new run directory (default: MODEL-YYYYmmdd-HHMMSS)")

@@ -729,6 +729,43 @@ def rebuild_pruned(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Modul
     return pruned
 
 
+def recalibrate_batchnorm(model: nn.Module, batches: Iterable, *, max_batches: int = 20, channels_last: bool = False) -> int:
+    """Re-estimate every BatchNorm's running statistics of ``model`` on up to ``max_batches`` (images,
+    labels) batches: a pruned model's BN statistics were those of its wider parent, and it scores
+    near chance until they are measured again. BatchNorm layers alone run in train mode (dropout and
+    stochastic depth stay off), with a cumulative average, under no gradients; the model's mode and
+    each layer's momentum are restored. Returns the number of images seen."""
+    if isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1:
+        raise ValueError(f"max_batches must be an integer >= 1, got {max_batches!r}")
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return 0
+    was_training = model.training
+    momenta = [m.momentum for m in norms]
+    param = next(model.parameters())
+    seen = 0
+    model.eval()
+    try:
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average over the batches seen
+            m.train()
+        with torch.no_grad():
+            for i, (x, _) in enumerate(batches):
+                if i >= max_batches:
+                    break
+                x = x.to(param.device)
+                model(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
+                seen += x.shape[0]
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+    if seen == 0:
+        raise ValueError("batches must hold at least one (images, labels) batch to recalibrate BatchNorm on")
+    return seen
+
+
 @dataclass
 class PruneReport:
     """What ``prune`` did: the settings, the cost before and after, and each layer's widths."""

@@ -139,12 +139,13 @@ def prune_run(
     latency: bool = True,
     taylor_batches: int = 8,
     multiple_of: int = 1,
+    recalibrate_batches: int = 20,
 ) -> dict[str, Any]:
     """Prune a run's best weights (``compress.structured.prune``), fine-tune them for
     ``finetune_epochs`` on the run's data (with the unpruned model as teacher when ``distill``) into
     a new run directory, and measure source, pruned and fine-tuned models alike. Returns the report
     (also ``NEW/prune.json`` and ``NEW/prune.png``)."""
-    from smallnets.compress.structured import prune
+    from smallnets.compress.structured import prune, recalibrate_batchnorm
     from smallnets.training.trainer import Trainer
     from smallnets.zoo import load_weights
 
@@ -167,6 +168,10 @@ def prune_run(
                                  input_size=size, data=data, multiple_of=multiple_of)  # fmt: skip
     pruned.smallnets_config = {**pruned.smallnets_config, "name": (model.smallnets_meta or {}).get("model")}
     trainer = Trainer(config, model=pruned)
+    recalibrated = 0
+    if recalibrate_batches:  # the parent's BN statistics do not fit the thinner layers: measure them again first
+        recalibrated = recalibrate_batchnorm(trainer.model, trainer.data.train.epoch_batches(0), max_batches=recalibrate_batches,
+                                             channels_last=config.train.channels_last)  # fmt: skip
     before_finetune = trainer.validate().top1
     result = trainer.fit()
     new_run = RunDir(result.run_dir)
@@ -174,13 +179,13 @@ def prune_run(
     source_top1 = _best_top1(run)
     rows = [
         measure_stage("unpruned", model, size, file=weights, top1=source_top1, latency=latency),
-        measure_stage("pruned", pruned.eval(), size, file=new_run.weights(), top1=before_finetune, latency=latency),
+        measure_stage(f"pruned (BN recalibrated on {recalibrated} images)" if recalibrated else "pruned", pruned.eval(), size, file=new_run.weights(), top1=before_finetune, latency=latency),
         measure_stage(f"pruned + {finetune_epochs} epoch(s) fine-tune" + (" (distilled)" if distill else ""), tuned, size,
                       file=new_run.weights(), top1=result.best_top1, latency=latency),  # fmt: skip
     ]
     rows[1]["bytes"] = None  # the pruned weights before fine-tuning were never written: the same shapes as the row below
     settings = {"source": str(run.path), "weights": str(weights), "target_macs": target_macs, "ratio": ratio, "criterion": criterion,
-                "scope": scope, "protect": list(protect), "multiple_of": multiple_of, "finetune_epochs": finetune_epochs, "distill": distill,
+                "scope": scope, "protect": list(protect), "multiple_of": multiple_of, "bn_recalibration_images": recalibrated, "finetune_epochs": finetune_epochs, "distill": distill,
                 "input_size": list(size), "prune": prune_report.to_dict()}  # fmt: skip
     title = f"{(model.smallnets_meta or {}).get('model') or 'model'} pruned to {prune_report.macs_ratio:.2f} of its MACs ({criterion}, {scope})"
     json_path, png = write_report(new_run.path, "prune", rows, title=title, settings=settings)
