@@ -42,3 +42,25 @@ def load_facts(name: str) -> dict:
 @pytest.fixture(scope="session")
 def paper_tables() -> dict:
     return load_facts("paper_tables.json")
+
+
+def tiny_trained_run(tmp_path_factory) -> Path:
+    """A real one-epoch run of MobileNetV2 0.35x (CIFAR stem) on a small image folder: the source
+    run of the shrink commands' tests (prune, compress)."""
+    from smallnets.training import RunConfig, Trainer
+    from test_train import make_image_folder
+
+    images = make_image_folder(tmp_path_factory.mktemp("data") / "shapes", per_class=8)
+    out = tmp_path_factory.mktemp("runs")
+    cfg = RunConfig.from_dict({
+        "model": {"name": "mobilenet_v2", "width_mult": 0.35, "cifar": True},
+        "data": {"path": str(images), "batch_size": 8, "val_fraction": 0.25, "pipeline": "tensor",
+                 "cache_dir": str(tmp_path_factory.mktemp("cache"))},
+        "train": {"epochs": 1, "lr": 0.05, "precision": "fp32", "progress": False, "out": str(out), "name": "source"},
+    })  # fmt: skip
+    return Trainer(cfg).fit().run_dir
+
+
+def file_snapshot(path: Path) -> dict[str, bytes]:
+    """Every file under ``path`` (but a lock) and its bytes: to show a command left a run untouched."""
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file() and p.name != ".lock"}

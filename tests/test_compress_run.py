@@ -14,8 +14,7 @@ from smallnets.cli import main
 from smallnets.compress.packed import packed_summary, read_packed, write_packed
 from smallnets.compress.sparsity import prunable_weights, prune_magnitude
 from smallnets.rundir import RunDir
-from smallnets.training import RunConfig, Trainer
-from test_train import make_image_folder
+from conftest import file_snapshot, tiny_trained_run
 
 
 def _bits(t: torch.Tensor) -> bytes:
@@ -83,24 +82,13 @@ def test_a_damaged_sparse_entry_is_refused(tmp_path):
 
 @pytest.fixture(scope="module")
 def source_run(tmp_path_factory) -> Path:
-    images = make_image_folder(tmp_path_factory.mktemp("data") / "shapes", per_class=8)
-    out = tmp_path_factory.mktemp("runs")
-    cfg = RunConfig.from_dict({
-        "model": {"name": "mobilenet_v2", "width_mult": 0.35, "cifar": True},
-        "data": {"path": str(images), "batch_size": 8, "val_fraction": 0.25, "pipeline": "tensor",
-                 "cache_dir": str(tmp_path_factory.mktemp("cache"))},
-        "train": {"epochs": 1, "lr": 0.05, "precision": "fp32", "progress": False, "out": str(out), "name": "source"},
-    })  # fmt: skip
-    return Trainer(cfg).fit().run_dir
+    return tiny_trained_run(tmp_path_factory)
 
-
-def _snapshot(path: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file() and p.name != ".lock"}
 
 
 @pytest.fixture(scope="module")
 def compressed(source_run):
-    before = _snapshot(source_run)
+    before = file_snapshot(source_run)
     argv = ["compress", str(source_run), "--prune", "0.6", "--bits", "6", "--fc-bits", "4", "--huffman", "--finetune-epochs", "1",
             "--name", "deep", "--no-latency", "--batch-size", "4"]  # fmt: skip
     import contextlib
@@ -114,7 +102,7 @@ def compressed(source_run):
 
 def test_compress_command_writes_every_stage_and_leaves_the_source_alone(source_run, compressed):
     assert compressed["code"] == 0
-    assert _snapshot(source_run) == compressed["before"], "the source run must not be modified"
+    assert file_snapshot(source_run) == compressed["before"], "the source run must not be modified"
     new = compressed["new"]
     for name in ("pruned.sncz", "shared.sncz", "compressed.sncz", "compress.json", "compress.png", "prune/last.safetensors",
                  "share/last.safetensors"):  # fmt: skip
@@ -186,10 +174,10 @@ def test_without_huffman_there_is_no_huffman_stage(source_run, tmp_path):
 
 
 def test_an_existing_folder_is_never_overwritten(source_run, compressed, capsys):
-    before = _snapshot(compressed["new"])
+    before = file_snapshot(compressed["new"])
     assert main(["compress", str(source_run), "--name", "deep", "--no-latency"]) == 2
     assert "exists: compress writes a new folder and never overwrites one" in capsys.readouterr().err
-    assert _snapshot(compressed["new"]) == before
+    assert file_snapshot(compressed["new"]) == before
 
 
 @pytest.mark.parametrize(

@@ -6,38 +6,25 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 import smallnets
 from smallnets.cli import main
 from smallnets.rundir import RunDir
-from smallnets.training import RunConfig, Trainer
-from test_train import make_image_folder
+from conftest import file_snapshot, tiny_trained_run
 
 
 @pytest.fixture(scope="module")
 def source_run(tmp_path_factory) -> Path:
-    images = make_image_folder(tmp_path_factory.mktemp("data") / "shapes", per_class=8)
-    out = tmp_path_factory.mktemp("runs")
-    cfg = RunConfig.from_dict({
-        "model": {"name": "mobilenet_v2", "width_mult": 0.35, "cifar": True},
-        "data": {"path": str(images), "batch_size": 8, "val_fraction": 0.25, "pipeline": "tensor",
-                 "cache_dir": str(tmp_path_factory.mktemp("cache"))},
-        "train": {"epochs": 1, "lr": 0.05, "precision": "fp32", "progress": False, "out": str(out), "name": "source"},
-    })  # fmt: skip
-    return Trainer(cfg).fit().run_dir
+    return tiny_trained_run(tmp_path_factory)
 
-
-def _snapshot(path: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file() and p.name != ".lock"}
 
 
 def test_prune_command_writes_a_smaller_fine_tuned_run(source_run, capsys):
-    before = _snapshot(source_run)
+    before = file_snapshot(source_run)
     code = main(["prune", str(source_run), "--target-macs", "0.5", "--finetune-epochs", "1", "--name", "pruned",
-                 "--no-latency", "--batch-size", "4"])  # fmt: skip
+                 "--no-latency", "--batch-size", "4", "--warmup-epochs", "0.5"])  # fmt: skip
     assert code == 0
-    assert _snapshot(source_run) == before, "the source run must not be modified"
+    assert file_snapshot(source_run) == before, "the source run must not be modified"
     printed = capsys.readouterr().out
     assert "| unpruned |" in printed and "| pruned (BN recalibrated on " in printed
     new = source_run.parent / "pruned"
@@ -52,7 +39,7 @@ def test_prune_command_writes_a_smaller_fine_tuned_run(source_run, capsys):
     model = smallnets.load_weights(new)
     assert smallnets.profiler.count_macs(model, tuple(report["settings"]["input_size"])) == tuned["macs"]
     config = json.loads((new / "config.json").read_text())
-    assert config["model"]["spec"] is not None and config["train"]["epochs"] == 1 and config["data"]["batch_size"] == 4
+    assert config["model"]["spec"] is not None and config["train"]["epochs"] == 1 and config["data"]["batch_size"] == 4 and config["train"]["warmup_epochs"] == 0.5
     assert RunDir(new).read_split()["val_files"] == RunDir(source_run).read_split()["val_files"]  # the same validation split
 
 

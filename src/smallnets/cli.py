@@ -40,6 +40,9 @@ def _flag_pairs(extra: Sequence[str]) -> list[tuple[str, str | None]]:
     return pairs
 
 
+EXIT_CODES = {"finished": 0, "time budget": 0, "interrupted": 130}  # a run's status as the command's exit code
+
+
 def cmd_train(args, extra) -> int:
     from smallnets.compare import parse_value
     from smallnets.training.config import RunConfig, load_config_file, split_options
@@ -87,7 +90,7 @@ def cmd_train(args, extra) -> int:
     from smallnets.distributed import shutdown
 
     shutdown()
-    return {"finished": 0, "time budget": 0, "interrupted": 130}.get(result.status, 0)
+    return EXIT_CODES.get(result.status, 0)
 
 
 def _check_model_before_data(name: str, knobs: dict, *, pretrained: bool) -> None:
@@ -117,8 +120,9 @@ def _check_model_before_data(name: str, knobs: dict, *, pretrained: bool) -> Non
             create_model(name, **knobs)
 
 
-def cmd_prune(args, extra) -> int:
-    from smallnets.compress.workflow import format_table, prune_run
+def _finetune_options(extra: Sequence[str], command: str, reserved: Sequence[str], hint: str) -> tuple[dict, dict]:
+    """(data, train) options for a shrink command's fine-tunes: any data or training flag, except
+    those the command sets itself (``reserved``); anything else is refused with close matches."""
     from smallnets.training.config import split_options
 
     options = {key: "true" if value is None else value for key, value in _flag_pairs(extra)}
@@ -130,37 +134,33 @@ def cmd_prune(args, extra) -> int:
 
         flag = f"--{next(iter(knob_opts)).replace('_', '-')}"
         known = [f"--{k.replace('_', '-')}" for k in [*field_types(DataConfig), *field_types(TrainConfig)]]
-        raise ValueError(f"unknown option {flag}: prune takes its own options and data / training options for the fine-tune{suggest(flag, known)}")
-    for key in ("epochs", "name", "out", "pretrained", "teacher", "resume"):
+        raise ValueError(f"unknown option {flag}: {command} takes its own options and data / training options for the fine-tune{suggest(flag, known)}")
+    for key in reserved:
         if key in train_opts:
-            raise ValueError(f"--{key} is set by prune itself (use --finetune-epochs, --name, --out, --distill)")
+            raise ValueError(f"--{key} is set by {command} itself ({hint})")
+    return data_opts, train_opts
+
+
+def cmd_prune(args, extra) -> int:
+    from smallnets.compress.workflow import format_table, prune_run
+
+    data_opts, train_opts = _finetune_options(extra, "prune", ("epochs", "name", "out", "pretrained", "teacher", "resume"),
+                                              "use --finetune-epochs, --name, --out, --distill")  # fmt: skip
     report = prune_run(args.run, target_macs=args.target_macs, ratio=args.ratio, criterion=args.criterion, scope=args.scope,
                        protect=args.protect or (), finetune_epochs=args.finetune_epochs, distill=args.distill, name=args.name,
                        out=args.out, train_overrides=train_opts, data_overrides=data_opts, latency=not args.no_latency,
                        multiple_of=args.multiple_of, recalibrate_batches=args.recalibrate_batches)  # fmt: skip
     print(format_table(report["rows"]))
     print(f"run directory {report['run_dir']} ({report['json']}, {report['png']})")
-    return {"finished": 0, "time budget": 0, "interrupted": 130}.get(report["status"], 0)
+    return EXIT_CODES.get(report["status"], 0)
 
 
 def cmd_compress(args, extra) -> int:
     from smallnets.compress.deep import compress_run, format_ratios
     from smallnets.compress.workflow import format_table
-    from smallnets.training.config import split_options
 
-    options = {key: "true" if value is None else value for key, value in _flag_pairs(extra)}
-    data_opts, train_opts, knob_opts = split_options(options)
-    if knob_opts:
-        from smallnets._checks import suggest
-        from smallnets.data.config import DataConfig
-        from smallnets.training.config import TrainConfig, field_types
-
-        flag = f"--{next(iter(knob_opts)).replace('_', '-')}"
-        known = [f"--{k.replace('_', '-')}" for k in [*field_types(DataConfig), *field_types(TrainConfig)]]
-        raise ValueError(f"unknown option {flag}: compress takes its own options and data / training options for the fine-tunes{suggest(flag, known)}")
-    for key in ("epochs", "name", "out", "pretrained", "teacher", "resume", "ema"):
-        if key in train_opts:
-            raise ValueError(f"--{key} is set by compress itself (use --finetune-epochs, --name, --out)")
+    data_opts, train_opts = _finetune_options(extra, "compress", ("epochs", "name", "out", "pretrained", "teacher", "resume", "ema"),
+                                              "use --finetune-epochs, --name, --out")  # fmt: skip
     report = compress_run(args.run, prune=args.prune, bits=args.bits, fc_bits=args.fc_bits, huffman=args.huffman,
                           finetune_epochs=args.finetune_epochs, name=args.name, out=args.out, train_overrides=train_opts,
                           data_overrides=data_opts, latency=not args.no_latency)  # fmt: skip
@@ -170,7 +170,7 @@ def cmd_compress(args, extra) -> int:
         print(format_table(report["rows"]))
         print(format_ratios(report["rows"]))
         print(f"folder {report['run_dir']} ({report['json']}, {report['png']})")
-    return {"finished": 0, "time budget": 0, "interrupted": 130}.get(report["status"], 0)
+    return EXIT_CODES.get(report["status"], 0)
 
 
 def cmd_list_formats(args) -> int:

@@ -344,7 +344,7 @@ class ChannelGraph:
     unit_of: torch.Tensor  # channel id -> unit index, -1 for protected ids
     num_units: int
     input_size: tuple[int, int, int]
-    unit_sizes: torch.Tensor = field(repr=False, default=None)  # channel ids (produced channels) per unit
+    unit_sizes: torch.Tensor = field(repr=False)  # channel ids (produced channels) per unit
 
     def kept_counts(self, removed: torch.Tensor) -> list[tuple[int, int]]:
         """(kept input, kept output) channels of each layer when the units flagged in ``removed`` go."""
@@ -371,7 +371,7 @@ def trace_channels(model: nn.Module, input_size: tuple[int, int, int] | None = N
     tracer = _Tracer(model)
     names = [n for n, _ in model.named_modules() if n]
     for pattern in protect:
-        if not isinstance(pattern, str) or not any(fnmatch.fnmatchcase(n, pattern) or n.startswith(pattern + ".") for n in names):
+        if not isinstance(pattern, str) or not any(_covers(pattern, n) for n in names):
             close = difflib.get_close_matches(str(pattern), names, n=3)
             hint = f"; close matches: {', '.join(close)}" if close else ""
             raise ValueError(f"protect must name modules of the model (fnmatch patterns allowed), got {pattern!r}, which matches none{hint}")
@@ -723,9 +723,8 @@ def rebuild_pruned(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Modul
     pruned.train(model.training)
     config = dict(getattr(model, "smallnets_config", None) or {})
     pruned.smallnets_config = {"name": config.get("name"), "num_classes": new_spec.num_classes, "in_chans": new_spec.in_chans, "knobs": {}}
-    for attr in ("smallnets_meta",):
-        if hasattr(model, attr):
-            setattr(pruned, attr, copy.deepcopy(getattr(model, attr)))
+    if hasattr(model, "smallnets_meta"):
+        pruned.smallnets_meta = copy.deepcopy(model.smallnets_meta)
     return pruned
 
 

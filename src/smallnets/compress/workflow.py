@@ -113,11 +113,10 @@ def _finetune_config(run: RunDir, *, epochs: int, name: str | None, out: str | o
     lr = past.resolved.get("lr")
     if lr is not None and "lr" not in train_overrides:
         train["lr"] = float(lr) / 10
-    fields = {f.name for f in dataclasses.fields(type(cfg.train))}
-    unknown = sorted(set(train_overrides) - fields)
+    unknown = sorted(set(train_overrides) - {f.name for f in dataclasses.fields(type(cfg.train))})
     if unknown:
         raise ValueError(f"train_overrides must name training options, got {', '.join(map(repr, unknown))}")
-    train_cfg = dataclasses.replace(cfg.train, **{k: v for k, v in train.items() if k in fields}, **train_overrides)
+    train_cfg = dataclasses.replace(cfg.train, **{**train, **train_overrides})
     data_cfg = dataclasses.replace(cfg.data, path=data_path, **data_overrides)
     return RunConfig(model=ModelConfig(), data=data_cfg, train=train_cfg)
 
@@ -156,7 +155,6 @@ def prune_run(
     model = load_weights(weights).eval()
     size = input_size_of(model)
     data = None
-    trainer = None
     if criterion == "taylor":  # gradients on the training images the run saw, through its own pipeline
         from itertools import islice
 
