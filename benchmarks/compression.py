@@ -7,9 +7,18 @@ and knowledge distillation, on a fixed split of the shared CIFAR-10 archive.
    the same total epochs; a uniformly thinner model (``width_mult`` chosen by bisection for the
    same MACs) for the same total epochs; and Torch-Pruning (pip ``torch-pruning``; its
    MagnitudePruner with L1 importance at the same MACs target, the same fine-tune through the
-   same trainer). CPU latency (fp32, batch 1 and 32) of each.
-2. deep: ``smallnets compress`` (compress_run) of trained SqueezeNet 1.1 and MobileNetV2 runs:
-   bytes on disk of each stage, measured from the files, against the fp32 safetensors file.
+   same trainer). CPU latency (fp32, batch 1 and 32) of each, timed interleaved (rounds over all the
+   table's models), twice: eager PyTorch (NCHW, what a user runs by default: the tables' latency
+   columns) and deployed (TorchScript frozen and optimised for
+   inference: BatchNorm folded, oneDNN layouts; ``deployed`` in the JSON). Channel widths are
+   rounded to multiples of --multiple-of (8), which oneDNN's kernels run faster.
+2. deep: ``smallnets compress`` (compress_run) of trained SqueezeNet 1.1 and MobileNetV2 runs
+   (magnitude pruning to 75% / 80% zeros, 8-bit convolutions, 5-bit classifier, Huffman: the
+   AlexNet recipe of the paper; MobileNetV2's dense BatchNorm tensors, 0.27 MB, need the extra
+   sparsity for 10x): bytes on disk of each stage,
+   measured from the files, against the fp32 safetensors file. SqueezeNet (no BatchNorm) trains with
+   AdamW: with SGD its conv10 + ReLU head collapses to a constant in the first steps on CIFAR-10
+   (loss stuck at ln 10) at every learning rate tried (0.005-0.04).
 3. distill: a small student with and without the unpruned model of part 1 as teacher, same
    epochs, several seeds.
 
@@ -17,7 +26,7 @@ Every stage runs through the library's own commands' functions (Trainer, prune_r
 so the figures are what a user gets. Prints tables, writes JSON and plots:
 
     python benchmarks/compression.py [--parts structured deep distill] [--per-class 500] [--epochs 15]
-        [--finetune-epochs 5] [--models mobilenet_v2 shufflenet_v2] [--seeds 0 1 2]
+        [--finetune-epochs 5] [--models mobilenet_v2 shufflenet_v2] [--seeds 0 1 2] [--prune P]
 """
 
 from __future__ import annotations
@@ -48,6 +57,36 @@ MODELS = {  # part 1's models: (zoo name, knobs, the train options that differ f
 }
 COMMON = {"lr": 0.1, "warmup_epochs": 1.0, "label_smoothing": 0.1, "weight_decay": 5e-4, "progress": True}
 SIZE = (3, 32, 32)
+DEEP_PRUNE = {"squeezenet1_1": 0.75, "mobilenet_v2": 0.8}  # part 2's sparsity per model (--prune: one for all)
+SQUEEZENET = {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 0.05}  # see the docstring (part 2)
+
+
+def interleaved_latency(models: list[torch.nn.Module], batch: int, *, deployed: bool, rounds: int = 7, runs: int = 7) -> list[float]:
+    """Median ms of a forward of each model, timed in ``rounds`` round-robin over the models (``runs``
+    timed forwards each per round, after warm-up) so that the machine's drift hits every model alike.
+    ``deployed``: traced, frozen and optimised for inference by TorchScript (BatchNorm folded,
+    oneDNN layouts) instead of eager NCHW."""
+    import copy
+    import statistics
+
+    x = torch.randn(batch, *SIZE)
+    nets = []
+    with torch.inference_mode(False):
+        for model in models:
+            net = copy.deepcopy(model).eval()
+            nets.append(torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(net, x))) if deployed else net)
+    times: list[list[float]] = [[] for _ in nets]
+    with torch.inference_mode():
+        for net in nets:
+            for _ in range(3):
+                net(x)
+        for _ in range(rounds):
+            for net, mine in zip(nets, times):
+                for _ in range(runs):
+                    start = time.perf_counter()
+                    net(x)
+                    mine.append(time.perf_counter() - start)
+    return [statistics.median(t) * 1e3 for t in times]
 
 
 def data_config(args, work: Path) -> dict:
@@ -64,16 +103,49 @@ def train(model_cfg: dict | None, model, epochs: int, name: str, args, work: Pat
     return trainer, result
 
 
-def same_macs_width(name: str, knobs: dict, target: int) -> float:
-    """The width_mult whose model has the MACs closest to ``target`` (bisection; widths round to 8)."""
+def _scaled_shufflenet_v2(knobs: dict, factor: float):
+    """ShuffleNet v2 1.0x with every unit's width times ``factor`` (multiples of 16, halves as the paper's):
+    the paper's widths are four fixed columns (Table 5), so a same-MACs thinner model is made from the spec."""
+    import dataclasses
+
+    from smallnets.registry import model_spec
+
+    spec = model_spec("shufflenet_v2", 10, 3, **knobs)
+    stages, chs = [], spec.stem.out_chs
+    for stage in spec.stages:
+        units = []
+        for unit in stage:
+            out = max(16, round(unit.out_chs * factor / 16) * 16)
+            units.append(dataclasses.replace(unit, in_chs=chs, out_chs=out, mid_chs=out // 2, left_chs=out // 2))
+            chs = out
+        stages.append(tuple(units))
+    return dataclasses.replace(spec, stages=tuple(stages))
+
+
+def same_macs_thinner(name: str, knobs: dict, target: int) -> tuple[str, dict | None, torch.nn.Module | None]:
+    """The uniformly thinner model whose MACs are closest to ``target`` from below (bisection): a
+    ``width_mult`` where the family has a continuous one (widths round to 8), else (ShuffleNet v2)
+    every width scaled. (label, model config or None, model or None)."""
+    scaled = name == "shufflenet_v2"
+
+    def macs(f: float) -> int:
+        model = (smallnets.model_from_spec(_scaled_shufflenet_v2(knobs, f)) if scaled
+                 else smallnets.create_model(name, num_classes=10, width_mult=f, **knobs))  # fmt: skip
+        return count_macs(model, SIZE)
+
     lo, hi = 0.1, 1.0
     for _ in range(20):
         mid = (lo + hi) / 2
-        if count_macs(smallnets.create_model(name, num_classes=10, width_mult=mid, **knobs), SIZE) > target:
+        if macs(mid) > target:
             hi = mid
         else:
             lo = mid
-    return round(lo, 4)
+    f = round(lo, 4)
+    if not scaled:
+        return f"width_mult {f}", {"name": name, **knobs, "width_mult": f}, None
+    model = smallnets.model_from_spec(_scaled_shufflenet_v2(knobs, f))
+    model.smallnets_config["name"] = name
+    return f"every width x{f}", None, model
 
 
 def torch_pruning_state(model: torch.nn.Module, target_ratio: float) -> dict:
@@ -104,7 +176,7 @@ def structured(args, work: Path) -> list[dict]:
         name, knobs, extra = MODELS[key]
         _, unpruned = train({"name": name, **knobs}, None, args.epochs, f"{key}-unpruned", args, work, **extra)
         report = prune_run(unpruned.run_dir, target_macs=args.target_macs, finetune_epochs=args.finetune_epochs, name=f"{key}-pruned",
-                           train_overrides=extra, latency=True)  # fmt: skip
+                           train_overrides=extra, latency=True, multiple_of=args.multiple_of)  # fmt: skip
         rows = report["rows"]
         pruned = smallnets.load_weights(report["run_dir"])
         # the same widths from scratch, for as many epochs as the unpruned model and its fine-tune together
@@ -114,9 +186,9 @@ def structured(args, work: Path) -> list[dict]:
         rows.append(measure_stage(f"same widths from scratch, {total} epochs", smallnets.load_weights(res.run_dir), SIZE,
                                   file=res.run_dir / "best.safetensors", top1=res.best_top1))  # fmt: skip
         # a uniformly thinner model of the same MACs
-        width = same_macs_width(name, knobs, rows[2]["macs"])
-        _, res = train({"name": name, **knobs, "width_mult": width}, None, total, f"{key}-thin", args, work, **extra)
-        rows.append(measure_stage(f"width_mult {width}, {total} epochs", smallnets.load_weights(res.run_dir), SIZE,
+        label, thin_cfg, thin_model = same_macs_thinner(name, knobs, rows[2]["macs"])
+        _, res = train(thin_cfg, thin_model, total, f"{key}-thin", args, work, **extra)
+        rows.append(measure_stage(f"{label}, {total} epochs", smallnets.load_weights(res.run_dir), SIZE,
                                   file=res.run_dir / "best.safetensors", top1=res.best_top1))  # fmt: skip
         # Torch-Pruning at the same target, the same fine-tune through the same trainer
         try:
@@ -129,28 +201,43 @@ def structured(args, work: Path) -> list[dict]:
                                       SIZE, file=res.run_dir / "best.safetensors", top1=res.best_top1))  # fmt: skip
         except Exception as err:  # noqa: BLE001 - reported in the table, not hidden
             rows.append({"stage": f"Torch-Pruning: {type(err).__name__}: {err}"[:160]})
+        # latency again, every model of the table interleaved (one timing pass each drifted ~1.5x on this VM)
+        timed = [(i, smallnets.load_weights(r.get("file") or unpruned.run_dir)) for i, r in enumerate(rows) if i != 1 and "macs" in r]
+        for deployed in (False, True):
+            for batch in (1, 32):
+                for (i, _), ms in zip(timed, interleaved_latency([m for _, m in timed], batch, deployed=deployed)):
+                    if deployed:
+                        rows[i].setdefault("deployed", {})[f"latency_b{batch}_ms"] = ms
+                    else:
+                        rows[i][f"latency_b{batch}_ms"] = ms
+        rows[1]["latency_note"] = "not re-timed: the fine-tuned row below has its shapes"
         for r in rows:
             r.setdefault("model", key)
         print(f"\n{key} (CIFAR stem), {args.per_class}/class, {args.epochs} + {args.finetune_epochs} epochs, target {args.target_macs} of the MACs")
         print(format_table([r for r in rows if "macs" in r]))
+        print("deployed (TorchScript frozen) latency, ms, b1 / b32: "
+              + "; ".join(f"{r['stage']}: {r['deployed']['latency_b1_ms']:.2f} / {r['deployed']['latency_b32_ms']:.1f}" for r in rows if "deployed" in r))
         out.append({"model": key, "rows": rows, "prune_settings": report["settings"]})
     return out
 
 
 def deep(args, work: Path, trained: dict[str, Path]) -> list[dict]:
     from smallnets.compress.deep import compress_run
+    from smallnets.compress.packed import packed_summary
 
     out = []
-    for key, (name, knobs, extra) in {"squeezenet1_1": ("squeezenet1_1", {"cifar": True}, {"lr": 0.02}), **MODELS}.items():
+    for key, (name, knobs, extra) in {"squeezenet1_1": ("squeezenet1_1", {"cifar": True}, SQUEEZENET), **MODELS}.items():
         if key not in args.deep_models:
             continue
         run = trained.get(key)
         if run is None:
             _, res = train({"name": name, **knobs}, None, args.epochs, f"{key}-dc-source", args, work, **extra)
             run = res.run_dir
-        report = compress_run(run, prune=args.prune, bits=8, fc_bits=5, huffman=True, finetune_epochs=args.finetune_epochs,
+        sparsity = args.prune if args.prune is not None else DEEP_PRUNE.get(key, 0.75)
+        report = compress_run(run, prune=sparsity, bits=8, fc_bits=5, huffman=True, finetune_epochs=args.finetune_epochs,
                               name=f"{key}-compressed", out=work / "runs")  # fmt: skip
-        print(f"\nDeep Compression of {key}: prune {args.prune}, 8-bit convs, 5-bit FC, Huffman")
+        print(f"\nDeep Compression of {key}: prune {sparsity}, 8-bit convs, 5-bit FC, Huffman")
+        print(json.dumps({r["stage"]: packed_summary(r["file"])["parts"] for r in report["rows"][1:]}))
         print(format_table(report["rows"]))
         out.append({"model": key, **{k: v for k, v in report.items() if k in ("rows", "settings")}})
     return out
@@ -179,7 +266,8 @@ def main(argv=None) -> int:
     p.add_argument("--finetune-epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--target-macs", type=float, default=0.5)
-    p.add_argument("--prune", type=float, default=0.6, help="Deep Compression's magnitude-pruning sparsity")
+    p.add_argument("--prune", type=float, default=None, help="Deep Compression's magnitude-pruning sparsity (default: 0.75 SqueezeNet, 0.8 MobileNetV2)")
+    p.add_argument("--multiple-of", type=int, default=8, help="structured pruning: kept widths rounded to a multiple of this")
     p.add_argument("--models", nargs="+", default=["mobilenet_v2", "shufflenet_v2"], choices=sorted(MODELS))
     p.add_argument("--deep-models", nargs="+", default=["squeezenet1_1", "mobilenet_v2"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -217,7 +218,7 @@ def test_wrong_magic_and_other_files_are_refused(good_file, tmp_path):
         read_packed(path)
 
 
-def _resealed(data: bytes, header: bytes | None = None, version: int = 1) -> bytes:
+def _resealed(data: bytes, header: bytes | None = None, version: int = 2) -> bytes:
     """A file with another header (or version) and a valid checksum: what a buggy writer would make."""
     length = struct.unpack_from("<Q", data, 12)[0]
     old = data[20 : 20 + length]
@@ -226,25 +227,48 @@ def _resealed(data: bytes, header: bytes | None = None, version: int = 1) -> byt
     return body + hashlib.sha256(body).digest()
 
 
+def _header(data: bytes) -> dict:
+    assert struct.unpack_from("<I", data, 8)[0] == 2
+    return json.loads(zlib.decompress(data[20 : 20 + struct.unpack_from("<Q", data, 12)[0]]))
+
+
 def test_bad_header_json_and_newer_versions_are_refused(good_file, tmp_path):
     data = good_file.read_bytes()
-    path = _damaged(good_file, tmp_path, _resealed(data, b'{"format": "smallnets.packed", "tensors": [}'))
+    path = _damaged(good_file, tmp_path, _resealed(data, zlib.compress(b'{"format": "smallnets.packed", "tensors": [}')))
     with pytest.raises(ValueError, match=r"bad\.sncz: the header is not valid JSON"):
         smallnets.load_weights(path)
-    path.write_bytes(_resealed(data, version=2))
-    with pytest.raises(ValueError, match="has format version 2; this smallnets reads version 1"):
+    path.write_bytes(_resealed(data, version=3))
+    with pytest.raises(ValueError, match="has format version 3; this smallnets reads versions 1, 2"):
         read_packed(path)
-    header = json.loads(data[20 : 20 + struct.unpack_from("<Q", data, 12)[0]])
+    header = _header(data)
     entry = next(t for t in header["tensors"] if t["encoding"] == "shared")
     entry["codebook"][1] = 10**9
-    path.write_bytes(_resealed(data, json.dumps(header).encode()))
+    path.write_bytes(_resealed(data, zlib.compress(json.dumps(header).encode())))
     with pytest.raises(ValueError, match=r"malformed header: .*codebook = .* runs past"):
         read_packed(path)
     entry["codebook"][1] = 4
     entry["nonzero"] += 1
-    path.write_bytes(_resealed(data, json.dumps(header).encode()))
+    path.write_bytes(_resealed(data, zlib.compress(json.dumps(header).encode())))
     with pytest.raises(ValueError, match="malformed file: tensor"):
         read_packed(path)
+
+
+def test_the_header_is_deflated_and_version_1_files_still_read(good_file, tmp_path):
+    data = good_file.read_bytes()
+    header = _header(data)
+    plain = json.dumps(header).encode()
+    assert struct.unpack_from("<Q", data, 12)[0] < len(plain) / 2  # the spec and the tensor table deflate well
+    header["version"] = 1
+    path = _damaged(good_file, tmp_path, _resealed(data, json.dumps(header).encode(), version=1))  # what 0.x wrote
+    old_meta, old_state = read_packed(path)
+    meta, state = read_packed(good_file)
+    assert old_meta == meta and old_state.keys() == state.keys()
+    assert all(torch.equal(old_state[k], state[k]) for k in state)
+    for bad, why in ((b"not deflate", "does not inflate"), (zlib.compress(plain)[:-4], "incomplete"),
+                     (zlib.compress(plain) + b"x", "followed by other bytes")):  # fmt: skip
+        path.write_bytes(_resealed(data, bad))
+        with pytest.raises(ValueError, match=f"bad\\.sncz: malformed header: .*{why}"):
+            read_packed(path)
 
 
 # ---------------------------------------------------------------------------------------------

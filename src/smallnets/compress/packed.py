@@ -5,9 +5,10 @@ sec. 2 and 4), everything else as raw bytes; one file with a JSON header and a S
 Layout (integers little-endian; docs/compressed_format.md has the full specification)::
 
     magic     8 bytes   b"SNCZ\\r\\n\\x1a\\n"
-    version   uint32    1
+    version   uint32    2
     length    uint64    bytes of the header
-    header    UTF-8 JSON {"format": "smallnets.packed", "version": 1, "meta": ..., "blobs": N, "tensors": [...]}
+    header    zlib-deflated UTF-8 JSON {"format": "smallnets.packed", "version": 2, "meta": ..., "blobs": N, "tensors": [...]}
+              (version 1, still read: the same JSON, not deflated)
     blobs     N bytes   the tensors' data, each part at the [offset, length] its header entry names
     sha256    32 bytes  SHA-256 of every byte before it
 
@@ -37,6 +38,7 @@ import json
 import math
 import os
 import struct
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -53,7 +55,9 @@ __all__ = ["MAGIC", "SUFFIX", "decode_packed", "is_packed", "packed_summary", "r
 MAGIC = b"SNCZ\r\n\x1a\n"  # PNG-style: a text-mode transfer (CR/LF, ^Z) changes it
 SUFFIX = ".sncz"
 FORMAT = "smallnets.packed"
-VERSION = 1
+VERSION = 2
+READS = (1, 2)  # version 1: the header's JSON not deflated
+_MAX_HEADER = 256 << 20  # a deflated header that inflates past this is refused (a zip bomb, not a model)
 _PREFIX = struct.Struct("<8sIQ")  # magic, version, header length
 _DIGEST = 32
 _MAX_FIELD = 12  # widest position field tried for Huffman coding (a 4096-entry code table)
@@ -320,6 +324,7 @@ def write_packed(
     header = {"format": FORMAT, "version": VERSION, "meta": dict(meta) if meta is not None else None, "blobs": blobs.size, "tensors": tensors}
     try:
         text = json.dumps(header, allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        text = zlib.compress(text, 9)  # the spec and the tensor table: ~45 KB of JSON for MobileNetV2, ~5 KB deflated
     except (TypeError, ValueError) as err:
         raise ValueError(f"meta must be strict JSON (str keys, no NaN or inf; checkpoint.weights_meta makes it so): {err}") from None
 
@@ -371,12 +376,23 @@ def _open(data: bytes, file: str) -> tuple[dict, memoryview]:
             f"recorded {recorded.hex()[:16]}...)"
         )
     _, version, length = _PREFIX.unpack_from(data)
-    if version != VERSION:
-        raise ValueError(f"{file} has format version {version}; this smallnets reads version {VERSION}")
+    if version not in READS:
+        raise ValueError(f"{file} has format version {version}; this smallnets reads versions {', '.join(map(str, READS))}")
     if _PREFIX.size + length > len(body):
         raise ValueError(f"{file}: malformed file: the header length {length} runs past the end of the file")
+    text = bytes(body[_PREFIX.size : _PREFIX.size + length])
+    if version >= 2:
+        inflate = zlib.decompressobj()
+        try:
+            text = inflate.decompress(text, _MAX_HEADER)
+        except zlib.error as err:
+            raise ValueError(f"{file}: malformed header: it does not inflate ({err})") from None
+        if inflate.unconsumed_tail:
+            raise ValueError(f"{file}: malformed header: it inflates past {_MAX_HEADER} bytes")
+        if not inflate.eof or inflate.unused_data:
+            raise ValueError(f"{file}: malformed header: the deflated stream is incomplete or followed by other bytes")
     try:
-        header = json.loads(bytes(body[_PREFIX.size : _PREFIX.size + length]).decode("utf-8"), object_hook=_from_json_hook)
+        header = json.loads(text.decode("utf-8"), object_hook=_from_json_hook)
     except (UnicodeDecodeError, ValueError) as err:
         raise ValueError(f"{file}: the header is not valid JSON ({err})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT or not isinstance(header.get("tensors"), list):
