@@ -253,3 +253,22 @@ def test_batchnorm_recalibration_measures_the_statistics_again():
     assert net[1].momentum == 0.1 and not net.training
     with pytest.raises(ValueError, match="max_batches must be an integer >= 1, got 0"):
         recalibrate_batchnorm(net, batches, max_batches=0)
+
+
+def test_the_public_names_are_importable_from_smallnets_compress():
+    import importlib
+    import subprocess
+    import sys
+
+    import smallnets.compress as compress
+
+    assert compress.prune is prune
+    for name in compress.__all__:  # each resolves to the function or class its submodule defines
+        value = getattr(compress, name)
+        assert value.__module__.startswith("smallnets.compress."), (name, value.__module__)
+        assert getattr(importlib.import_module(value.__module__), name) is value
+    with pytest.raises(AttributeError, match="has no attribute 'prunee'"):
+        compress.prunee  # noqa: B018
+    # reading a compressed file (checkpoint -> compress.packed) does not pull in the pruning tracer
+    code = "import sys, smallnets.compress.packed; print('smallnets.compress.structured' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
