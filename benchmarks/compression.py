@@ -25,7 +25,7 @@ and knowledge distillation, on a fixed split of the shared CIFAR-10 archive.
 Every stage runs through the library's own commands' functions (Trainer, prune_run, compress_run),
 so the figures are what a user gets. Prints tables, writes JSON and plots:
 
-    python benchmarks/compression.py [--parts structured deep distill] [--per-class 500] [--epochs 15]
+    python benchmarks/compression.py [--parts structured deep distill] [--per-class 800] [--epochs 15]
         [--finetune-epochs 5] [--models mobilenet_v2 shufflenet_v2] [--seeds 0 1 2] [--prune P]
 """
 
@@ -261,7 +261,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--parts", nargs="+", default=["structured", "deep", "distill"], choices=["structured", "deep", "distill"])
     p.add_argument("--archive", type=Path, default=ARCHIVE)
-    p.add_argument("--per-class", type=int, default=500, help="CIFAR-10 images per class (train + 10%% validation)")
+    p.add_argument("--per-class", type=int, default=800, help="CIFAR-10 images per class (train + 10%% validation)")
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--finetune-epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=128)
