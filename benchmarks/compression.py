@@ -176,7 +176,7 @@ def structured(args, work: Path) -> list[dict]:
         name, knobs, extra = MODELS[key]
         _, unpruned = train({"name": name, **knobs}, None, args.epochs, f"{key}-unpruned", args, work, **extra)
         report = prune_run(unpruned.run_dir, target_macs=args.target_macs, finetune_epochs=args.finetune_epochs, name=f"{key}-pruned",
-                           train_overrides=extra, latency=True, multiple_of=args.multiple_of)  # fmt: skip
+                           train_overrides=extra, latency=False, multiple_of=args.multiple_of)  # fmt: skip
         rows = report["rows"]
         pruned = smallnets.load_weights(report["run_dir"])
         # the same widths from scratch, for as many epochs as the unpruned model and its fine-tune together
@@ -184,12 +184,12 @@ def structured(args, work: Path) -> list[dict]:
         scratch.smallnets_config["name"] = name
         _, res = train(None, scratch, total, f"{key}-scratch", args, work, **extra)
         rows.append(measure_stage(f"same widths from scratch, {total} epochs", smallnets.load_weights(res.run_dir), SIZE,
-                                  file=res.run_dir / "best.safetensors", top1=res.best_top1))  # fmt: skip
+                                  file=res.run_dir / "best.safetensors", top1=res.best_top1, latency=False))  # fmt: skip
         # a uniformly thinner model of the same MACs
         label, thin_cfg, thin_model = same_macs_thinner(name, knobs, rows[2]["macs"])
         _, res = train(thin_cfg, thin_model, total, f"{key}-thin", args, work, **extra)
         rows.append(measure_stage(f"{label}, {total} epochs", smallnets.load_weights(res.run_dir), SIZE,
-                                  file=res.run_dir / "best.safetensors", top1=res.best_top1))  # fmt: skip
+                                  file=res.run_dir / "best.safetensors", top1=res.best_top1, latency=False))  # fmt: skip
         # Torch-Pruning at the same target, the same fine-tune through the same trainer
         try:
             source = smallnets.load_weights(unpruned.run_dir)
@@ -198,10 +198,10 @@ def structured(args, work: Path) -> list[dict]:
             _, res = train(None, tp_model, args.finetune_epochs, f"{key}-torch-pruning", args, work, lr=COMMON["lr"] / 10,
                            warmup_epochs=0, **extra)  # fmt: skip
             rows.append(measure_stage(f"Torch-Pruning + {args.finetune_epochs} epoch(s) fine-tune", smallnets.load_weights(res.run_dir),
-                                      SIZE, file=res.run_dir / "best.safetensors", top1=res.best_top1))  # fmt: skip
+                                      SIZE, file=res.run_dir / "best.safetensors", top1=res.best_top1, latency=False))  # fmt: skip
         except Exception as err:  # noqa: BLE001 - reported in the table, not hidden
             rows.append({"stage": f"Torch-Pruning: {type(err).__name__}: {err}"[:160]})
-        # latency again, every model of the table interleaved (one timing pass each drifted ~1.5x on this VM)
+        # latency once for the whole table, interleaved (a timing pass per model drifted up to 1.5x on this VM)
         timed = [(i, smallnets.load_weights(r.get("file") or unpruned.run_dir)) for i, r in enumerate(rows) if i != 1 and "macs" in r]
         for deployed in (False, True):
             for batch in (1, 32):
@@ -210,7 +210,7 @@ def structured(args, work: Path) -> list[dict]:
                         rows[i].setdefault("deployed", {})[f"latency_b{batch}_ms"] = ms
                     else:
                         rows[i][f"latency_b{batch}_ms"] = ms
-        rows[1]["latency_note"] = "not re-timed: the fine-tuned row below has its shapes"
+        rows[1]["latency_note"] = "not timed: the fine-tuned row below has its shapes"
         for r in rows:
             r.setdefault("model", key)
         print(f"\n{key} (CIFAR stem), {args.per_class}/class, {args.epochs} + {args.finetune_epochs} epochs, target {args.target_macs} of the MACs")
@@ -223,7 +223,6 @@ def structured(args, work: Path) -> list[dict]:
 
 def deep(args, work: Path, trained: dict[str, Path]) -> list[dict]:
     from smallnets.compress.deep import compress_run
-    from smallnets.compress.packed import packed_summary
 
     out = []
     for key, (name, knobs, extra) in {"squeezenet1_1": ("squeezenet1_1", {"cifar": True}, SQUEEZENET), **MODELS}.items():
@@ -237,7 +236,7 @@ def deep(args, work: Path, trained: dict[str, Path]) -> list[dict]:
         report = compress_run(run, prune=sparsity, bits=8, fc_bits=5, huffman=True, finetune_epochs=args.finetune_epochs,
                               name=f"{key}-compressed", out=work / "runs")  # fmt: skip
         print(f"\nDeep Compression of {key}: prune {sparsity}, 8-bit convs, 5-bit FC, Huffman")
-        print(json.dumps({r["stage"]: packed_summary(r["file"])["parts"] for r in report["rows"][1:]}))
+        print(json.dumps(report["settings"]["files"]))  # bytes per part of each file
         print(format_table(report["rows"]))
         out.append({"model": key, **{k: v for k, v in report.items() if k in ("rows", "settings")}})
     return out

@@ -324,9 +324,9 @@ def write_packed(
     header = {"format": FORMAT, "version": VERSION, "meta": dict(meta) if meta is not None else None, "blobs": blobs.size, "tensors": tensors}
     try:
         text = json.dumps(header, allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        text = zlib.compress(text, 9)  # the spec and the tensor table: ~45 KB of JSON for MobileNetV2, ~5 KB deflated
     except (TypeError, ValueError) as err:
         raise ValueError(f"meta must be strict JSON (str keys, no NaN or inf; checkpoint.weights_meta makes it so): {err}") from None
+    text = zlib.compress(text, 9)  # spec + tensor table of a trained MobileNetV2: 49.6 KB as JSON, 6.7 KB deflated
 
     digest = hashlib.sha256()
     with atomic_path(path) as tmp:
