@@ -2,8 +2,9 @@
 and knowledge distillation, on a fixed split of the shared CIFAR-10 archive.
 
 1. structured: MODEL (CIFAR stem) trained for --epochs, pruned to --target-macs of its MACs
-   (``smallnets prune``'s prune_run: l1, global) and fine-tuned for --finetune-epochs. In the same
-   run and on the same split: the unpruned model; the same pruned widths trained from scratch for
+   (``smallnets prune``'s prune_run: l1, per_layer, its default) and fine-tuned for --finetune-epochs;
+   the same prune fine-tuned with the unpruned model as teacher; global ranking capped at --max-ratio
+   of each channel space, and uncapped. In the same run and on the same split: the unpruned model; the same pruned widths trained from scratch for
    the same total epochs; a uniformly thinner model (``width_mult`` chosen by bisection for the
    same MACs) for the same total epochs; and Torch-Pruning (pip ``torch-pruning``; its
    MagnitudePruner with L1 importance at the same MACs target, the same fine-tune through the
@@ -13,7 +14,8 @@ and knowledge distillation, on a fixed split of the shared CIFAR-10 archive.
    inference: BatchNorm folded, oneDNN layouts; ``deployed`` in the JSON). Channel widths are
    rounded to multiples of --multiple-of (8), which oneDNN's kernels run faster.
 2. deep: ``smallnets compress`` (compress_run) of trained SqueezeNet 1.1 and MobileNetV2 runs
-   (magnitude pruning to 75% / 80% zeros, 8-bit convolutions, 5-bit classifier, Huffman: the
+   (magnitude pruning to 75% / 80% zeros over --deep-finetune-epochs, then as many epochs of
+   centroid fine-tuning; 8-bit convolutions, 5-bit classifier, Huffman: the
    AlexNet recipe of the paper; MobileNetV2's dense BatchNorm tensors, 0.27 MB, need the extra
    sparsity for 10x): bytes on disk of each stage,
    measured from the files, against the fp32 safetensors file. SqueezeNet (no BatchNorm) trains with
@@ -23,7 +25,8 @@ and knowledge distillation, on a fixed split of the shared CIFAR-10 archive.
    epochs, several seeds.
 
 Every stage runs through the library's own commands' functions (Trainer, prune_run, compress_run),
-so the figures are what a user gets. Prints tables, writes JSON and plots:
+so the figures are what a user gets. Parts not in --parts are kept from the JSON being replaced
+(with their settings under "carried_over"). Prints tables, writes JSON and plots:
 
     python benchmarks/compression.py [--parts structured deep distill] [--per-class 800] [--epochs 15]
         [--finetune-epochs 5] [--models mobilenet_v2 shufflenet_v2] [--seeds 0 1 2] [--prune P]
@@ -178,7 +181,17 @@ def structured(args, work: Path) -> list[dict]:
         report = prune_run(unpruned.run_dir, target_macs=args.target_macs, finetune_epochs=args.finetune_epochs, name=f"{key}-pruned",
                            train_overrides=extra, latency=False, multiple_of=args.multiple_of)  # fmt: skip
         rows = report["rows"]
+        rows[2]["stage"] = f"pruned per_layer + {args.finetune_epochs} epoch(s) fine-tune"
         pruned = smallnets.load_weights(report["run_dir"])
+        # the same prune fine-tuned with the unpruned model as teacher, and global ranking (capped, then not)
+        variants = [("distilled", {"distill": True}, f"pruned per_layer + {args.finetune_epochs} epoch(s) fine-tune, unpruned teacher"),
+                    ("global-cap", {"scope": "global", "max_ratio": args.max_ratio},
+                     f"pruned global, max_ratio {args.max_ratio} + {args.finetune_epochs} epoch(s)"),
+                    ("global", {"scope": "global"}, f"pruned global + {args.finetune_epochs} epoch(s)")]  # fmt: skip
+        for suffix, options, label in variants:
+            other = prune_run(unpruned.run_dir, target_macs=args.target_macs, finetune_epochs=args.finetune_epochs, name=f"{key}-pruned-{suffix}",
+                              train_overrides=extra, latency=False, multiple_of=args.multiple_of, **options)  # fmt: skip
+            rows.append({**other["rows"][2], "stage": label, "prune_settings": other["settings"]})
         # the same widths from scratch, for as many epochs as the unpruned model and its fine-tune together
         scratch = smallnets.model_from_spec(pruned.spec)
         scratch.smallnets_config["name"] = name
@@ -233,7 +246,7 @@ def deep(args, work: Path, trained: dict[str, Path]) -> list[dict]:
             _, res = train({"name": name, **knobs}, None, args.epochs, f"{key}-dc-source", args, work, **extra)
             run = res.run_dir
         sparsity = args.prune if args.prune is not None else DEEP_PRUNE.get(key, 0.75)
-        report = compress_run(run, prune=sparsity, bits=8, fc_bits=5, huffman=True, finetune_epochs=args.finetune_epochs,
+        report = compress_run(run, prune=sparsity, bits=8, fc_bits=5, huffman=True, finetune_epochs=args.deep_finetune_epochs,
                               name=f"{key}-compressed", out=work / "runs")  # fmt: skip
         print(f"\nDeep Compression of {key}: prune {sparsity}, 8-bit convs, 5-bit FC, Huffman")
         print(json.dumps(report["settings"]["files"]))  # bytes per part of each file
@@ -263,6 +276,8 @@ def main(argv=None) -> int:
     p.add_argument("--per-class", type=int, default=800, help="CIFAR-10 images per class (train + 10%% validation)")
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--finetune-epochs", type=int, default=5)
+    p.add_argument("--deep-finetune-epochs", type=int, default=10, help="Deep Compression: epochs of each fine-tune (pruning, then centroids)")
+    p.add_argument("--max-ratio", type=float, default=0.5, help="structured: the capped global row's max_ratio")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--target-macs", type=float, default=0.5)
     p.add_argument("--prune", type=float, default=None, help="Deep Compression's magnitude-pruning sparsity (default: 0.75 SqueezeNet, 0.8 MobileNetV2)")
@@ -289,6 +304,14 @@ def main(argv=None) -> int:
             teacher = res.run_dir
         report["distill"] = distill(args, work, teacher)
     report["wall_s"] = round(time.time() - started, 1)
+    # parts not run this time are kept from the file being replaced, with the settings they ran under
+    if args.out.exists():
+        earlier = json.loads(args.out.read_text())
+        for part in ("structured", "deep", "distill"):
+            if part not in report and part in earlier:
+                report[part] = earlier[part]
+                report.setdefault("carried_over", {})[part] = {"settings": earlier.get("carried_over", {}).get(part, {}).get("settings", earlier["settings"]),
+                                                               "wall_s": earlier.get("wall_s")}  # fmt: skip
     atomic_write_text(args.out, json.dumps(report, indent=2, default=str) + "\n")
     from smallnets.plots import plot_shrink_table
 

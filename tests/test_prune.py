@@ -3,6 +3,8 @@ the slicing, the MACs target, and a pruned model as an ordinary model (train, sa
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -153,6 +155,27 @@ def test_global_scope_prunes_layers_unevenly_and_per_layer_evenly():
     weak = [i for i, b in enumerate(model.spec.blocks) if b is model.spec.stages[2][0]][0]
     old = model.spec.blocks[weak].out_chs
     assert glob.spec.blocks[weak].out_chs <= old // 2 < per.spec.blocks[weak].out_chs  # global takes all the weak ones
+
+
+def test_global_max_ratio_caps_each_channel_space_and_per_layer_is_the_default():
+    model = _model("mobilenet_v1", {"width_mult": 0.5, "cifar": True})
+    with torch.no_grad():
+        model.stages[2][0].pw.conv.weight[::2].mul_(0.01)
+    weak = [i for i, b in enumerate(model.spec.blocks) if b is model.spec.stages[2][0]][0]
+    old = model.spec.blocks[weak].out_chs
+    capped, report = prune(model, target_macs=0.6, scope="global", max_ratio=0.25, input_size=(3, 32, 32))
+    assert report.max_ratio == 0.25 and report.macs_ratio <= 0.6
+    for new, before in zip(capped.spec.blocks, model.spec.blocks):  # no space lost more than a quarter
+        assert new.out_chs >= before.out_chs - math.floor(0.25 * before.out_chs)
+    assert capped.spec.blocks[weak].out_chs == old - math.floor(0.25 * old)  # the weak layer still goes first, up to the cap
+    _, default = prune(model, target_macs=0.6, input_size=(3, 32, 32))
+    assert default.scope == "per_layer" and default.to_dict()["max_ratio"] is None
+    with pytest.raises(ValueError, match=r"removing at most max_ratio=0.05 of each channel space leaves .* got target_macs=0.3"):
+        prune(model, target_macs=0.3, scope="global", max_ratio=0.05, input_size=(3, 32, 32))
+    with pytest.raises(ValueError, match=r"max_ratio caps global ranking; it needs scope='global', got scope='per_layer'"):
+        prune(model, target_macs=0.5, max_ratio=0.5)
+    with pytest.raises(ValueError, match=r"max_ratio must be a number in \(0, 1\], got 1.5"):
+        prune(model, target_macs=0.5, scope="global", max_ratio=1.5)
 
 
 def test_criteria_rank_by_what_they_say():

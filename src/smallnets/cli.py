@@ -147,6 +147,7 @@ def cmd_prune(args, extra) -> int:
     data_opts, train_opts = _finetune_options(extra, "prune", ("epochs", "name", "out", "pretrained", "teacher", "resume"),
                                               "use --finetune-epochs, --name, --out, --distill")  # fmt: skip
     report = prune_run(args.run, target_macs=args.target_macs, ratio=args.ratio, criterion=args.criterion, scope=args.scope,
+                       max_ratio=args.max_ratio,
                        protect=args.protect or (), finetune_epochs=args.finetune_epochs, distill=args.distill, name=args.name,
                        out=args.out, train_overrides=train_opts, data_overrides=data_opts, latency=not args.no_latency,
                        multiple_of=args.multiple_of, recalibrate_batches=args.recalibrate_batches)  # fmt: skip
@@ -502,7 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-macs", type=float, help="keep this fraction of the MACs, in (0, 1)")
     p.add_argument("--ratio", type=float, help="remove this fraction of the prunable channels, in (0, 1)")
     p.add_argument("--criterion", default="l1", help="l1 (filter norms), bn_scale (BatchNorm |gamma|) or taylor (first-order, on training batches)")
-    p.add_argument("--scope", default="global", help="global (rank all channel groups together) or per_layer")
+    p.add_argument("--scope", default="per_layer", help="per_layer (the same fraction from every channel space; default) or global (rank all channel groups together)")
+    p.add_argument("--max-ratio", type=float, help="global scope: remove at most this fraction of any one channel space, in (0, 1]")
     p.add_argument("--protect", action="append", metavar="MODULE", help="module name or pattern whose channels stay (repeatable), e.g. stem")
     p.add_argument("--multiple-of", type=int, default=1, help="round each kept width down to a multiple of this (8: faster CPU kernels)")
     p.add_argument("--recalibrate-batches", type=int, default=20, help="training batches to re-measure BatchNorm statistics on before fine-tuning (0: none)")

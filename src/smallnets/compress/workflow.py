@@ -127,7 +127,8 @@ def prune_run(
     target_macs: float | None = None,
     ratio: float | None = None,
     criterion: str = "l1",
-    scope: str = "global",
+    scope: str = "per_layer",
+    max_ratio: float | None = None,
     protect: Sequence[str] = (),
     finetune_epochs: int = 1,
     distill: bool = False,
@@ -162,7 +163,7 @@ def prune_run(
 
         bundle = build_data(config.data, seed=config.train.seed, progress=False)
         data = list(islice(iter(bundle.train), taylor_batches))
-    pruned, prune_report = prune(model, target_macs=target_macs, ratio=ratio, criterion=criterion, scope=scope, protect=protect,
+    pruned, prune_report = prune(model, target_macs=target_macs, ratio=ratio, criterion=criterion, scope=scope, max_ratio=max_ratio, protect=protect,
                                  input_size=size, data=data, multiple_of=multiple_of)  # fmt: skip
     pruned.smallnets_config = {**pruned.smallnets_config, "name": (model.smallnets_meta or {}).get("model")}
     trainer = Trainer(config, model=pruned)
@@ -183,7 +184,7 @@ def prune_run(
     ]
     rows[1]["bytes"] = None  # the pruned weights before fine-tuning were never written: the same shapes as the row below
     settings = {"source": str(run.path), "weights": str(weights), "target_macs": target_macs, "ratio": ratio, "criterion": criterion,
-                "scope": scope, "protect": list(protect), "multiple_of": multiple_of, "bn_recalibration_images": recalibrated, "finetune_epochs": finetune_epochs, "distill": distill,
+                "scope": scope, "max_ratio": max_ratio, "protect": list(protect), "multiple_of": multiple_of, "bn_recalibration_images": recalibrated, "finetune_epochs": finetune_epochs, "distill": distill,
                 "input_size": list(size), "prune": prune_report.to_dict()}  # fmt: skip
     title = f"{(model.smallnets_meta or {}).get('model') or 'model'} pruned to {prune_report.macs_ratio:.2f} of its MACs ({criterion}, {scope})"
     json_path, png = write_report(new_run.path, "prune", rows, title=title, settings=settings)
