@@ -4,7 +4,7 @@ and knowledge distillation, on a fixed split of the shared CIFAR-10 archive.
 1. structured: MODEL (CIFAR stem) trained for --epochs, pruned to --target-macs of its MACs
    (``smallnets prune``'s prune_run: l1, per_layer, its default) and fine-tuned for --finetune-epochs;
    the same prune fine-tuned with the unpruned model as teacher; global ranking capped at --max-ratio
-   of each channel space, and uncapped. In the same run and on the same split: the unpruned model; the same pruned widths trained from scratch for
+   of each channel space (and with --uncapped-global, uncapped). In the same run and on the same split: the unpruned model; the same pruned widths trained from scratch for
    the same total epochs; a uniformly thinner model (``width_mult`` chosen by bisection for the
    same MACs) for the same total epochs; and Torch-Pruning (pip ``torch-pruning``; its
    MagnitudePruner with L1 importance at the same MACs target, the same fine-tune through the
@@ -183,11 +183,12 @@ def structured(args, work: Path) -> list[dict]:
         rows = report["rows"]
         rows[2]["stage"] = f"pruned per_layer + {args.finetune_epochs} epoch(s) fine-tune"
         pruned = smallnets.load_weights(report["run_dir"])
-        # the same prune fine-tuned with the unpruned model as teacher, and global ranking (capped, then not)
+        # the same prune fine-tuned with the unpruned model as teacher, and global ranking capped (uncapped too if asked)
         variants = [("distilled", {"distill": True}, f"pruned per_layer + {args.finetune_epochs} epoch(s) fine-tune, unpruned teacher"),
                     ("global-cap", {"scope": "global", "max_ratio": args.max_ratio},
-                     f"pruned global, max_ratio {args.max_ratio} + {args.finetune_epochs} epoch(s)"),
-                    ("global", {"scope": "global"}, f"pruned global + {args.finetune_epochs} epoch(s)")]  # fmt: skip
+                     f"pruned global, max_ratio {args.max_ratio} + {args.finetune_epochs} epoch(s)")]  # fmt: skip
+        if args.uncapped_global:
+            variants.append(("global", {"scope": "global"}, f"pruned global + {args.finetune_epochs} epoch(s)"))
         for suffix, options, label in variants:
             other = prune_run(unpruned.run_dir, target_macs=args.target_macs, finetune_epochs=args.finetune_epochs, name=f"{key}-pruned-{suffix}",
                               train_overrides=extra, latency=False, multiple_of=args.multiple_of, **options)  # fmt: skip
@@ -278,6 +279,7 @@ def main(argv=None) -> int:
     p.add_argument("--finetune-epochs", type=int, default=5)
     p.add_argument("--deep-finetune-epochs", type=int, default=10, help="Deep Compression: epochs of each fine-tune (pruning, then centroids)")
     p.add_argument("--max-ratio", type=float, default=0.5, help="structured: the capped global row's max_ratio")
+    p.add_argument("--uncapped-global", action="store_true", help="structured: add a row pruned by global ranking without a cap")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--target-macs", type=float, default=0.5)
     p.add_argument("--prune", type=float, default=None, help="Deep Compression's magnitude-pruning sparsity (default: 0.75 SqueezeNet, 0.8 MobileNetV2)")
