@@ -270,6 +270,23 @@ def distill(args, work: Path, teacher: Path | None) -> dict:
     return {"teacher": str(teacher), "top1": results, "mean": mean}
 
 
+def merge_earlier(report: dict, earlier: dict) -> None:
+    """Parts not run this time, and the models of a part this run did not redo, kept from the file
+    being replaced, each marked ``carried_over`` with the settings it ran under."""
+    for part in ("structured", "deep", "distill"):
+        if part not in earlier:
+            continue
+        if part not in report:
+            report[part] = earlier[part]
+            report.setdefault("carried_over", {})[part] = {"settings": earlier.get("carried_over", {}).get(part, {}).get("settings", earlier["settings"]),
+                                                           "wall_s": earlier.get("wall_s")}  # fmt: skip
+        elif part != "distill":
+            done = {entry["model"] for entry in report[part]}
+            for entry in earlier[part]:
+                if entry["model"] not in done:
+                    report[part].append({**entry, "carried_over": {"settings": entry.get("carried_over", {}).get("settings", earlier["settings"])}})
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--parts", nargs="+", default=["structured", "deep", "distill"], choices=["structured", "deep", "distill"])
@@ -306,14 +323,8 @@ def main(argv=None) -> int:
             teacher = res.run_dir
         report["distill"] = distill(args, work, teacher)
     report["wall_s"] = round(time.time() - started, 1)
-    # parts not run this time are kept from the file being replaced, with the settings they ran under
     if args.out.exists():
-        earlier = json.loads(args.out.read_text())
-        for part in ("structured", "deep", "distill"):
-            if part not in report and part in earlier:
-                report[part] = earlier[part]
-                report.setdefault("carried_over", {})[part] = {"settings": earlier.get("carried_over", {}).get(part, {}).get("settings", earlier["settings"]),
-                                                               "wall_s": earlier.get("wall_s")}  # fmt: skip
+        merge_earlier(report, json.loads(args.out.read_text()))
     atomic_write_text(args.out, json.dumps(report, indent=2, default=str) + "\n")
     from smallnets.plots import plot_shrink_table
 
