@@ -1,18 +1,30 @@
 """smallnets: efficient convolutional networks exact to their papers, with a cost profiler."""
 
-from smallnets.checkpoint import read_sidecar, save_weights
-from smallnets.arch.spec import make_divisible, round_repeats
-from smallnets.profiler import CostReport, count_macs, count_params, profile
-from smallnets.models import build_model
-from smallnets.registry import ModelInfo, Published, list_models, model_info, model_spec
-from smallnets.scaling import CompoundScale, compound_scaling
-from smallnets.zoo import create_model, load_weights, model_from_spec
-
 __version__ = "0.1.0"
 
-# Training and evaluation pull in the data pipeline (PIL, workers): imported on first use, so
-# `import smallnets` stays quick for profiling and model building.
+# Every public name is imported on first use (PEP 562): `import smallnets` itself needs neither
+# torch nor the data pipeline, so that a runtime-only install (`smallnets[runtime]`: ONNX Runtime,
+# numpy, pillow) can run `smallnets.runtime`, and profiling or building a model stays quick.
 _LAZY = {
+    "read_sidecar": "smallnets.checkpoint",
+    "save_weights": "smallnets.checkpoint",
+    "make_divisible": "smallnets.arch.spec",
+    "round_repeats": "smallnets.arch.spec",
+    "CostReport": "smallnets.profiler",
+    "count_macs": "smallnets.profiler",
+    "count_params": "smallnets.profiler",
+    "profile": "smallnets.profiler",
+    "build_model": "smallnets.models",
+    "ModelInfo": "smallnets.registry",
+    "Published": "smallnets.registry",
+    "list_models": "smallnets.registry",
+    "model_info": "smallnets.registry",
+    "model_spec": "smallnets.registry",
+    "CompoundScale": "smallnets.scaling",
+    "compound_scaling": "smallnets.scaling",
+    "create_model": "smallnets.zoo",
+    "load_weights": "smallnets.zoo",
+    "model_from_spec": "smallnets.zoo",
     "EvalResult": "smallnets.metrics",
     "evaluate": "smallnets.metrics",
     "evaluate_weights": "smallnets.evaluation",
@@ -32,10 +44,24 @@ def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+        try:
+            module = importlib.import_module(_LAZY[name])
+        except ModuleNotFoundError as e:
+            if e.name != "torch":
+                raise
+            raise ModuleNotFoundError(
+                f"smallnets.{name} needs PyTorch, which is not installed: pip install torch==2.13.0 (CPU), then "
+                "pip install 'smallnets[torch]'; a runtime-only install runs exported ONNX files with smallnets.runtime",
+                name="torch",
+            ) from e
+        value = getattr(module, name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'smallnets' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "build_model",

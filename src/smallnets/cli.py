@@ -8,9 +8,9 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-import torch
-
-from smallnets._precision import DTYPES
+# torch is imported by the commands that need it: `smallnets predict / eval MODEL.onnx` and
+# `--version` run on a runtime-only install (ONNX Runtime, numpy, pillow; no torch)
+DTYPE_NAMES = ("bfloat16", "float16", "float32")  # smallnets._precision.DTYPES' keys
 
 
 def _knobs_from_extra(extra: Sequence[str]) -> dict:
@@ -114,6 +114,8 @@ def _check_model_before_data(name: str, knobs: dict, *, pretrained: bool) -> Non
             raise ValueError(f"unknown option {flag}: not a data or training option, nor a knob of {name}{suggest(flag, flags)} "
                              f"(knobs of {name}: {accepted}; see smallnets train --help)")  # fmt: skip
     if not pretrained:  # knob values are checked by building the model without memory
+        import torch
+
         from smallnets.zoo import create_model
 
         with torch.device("meta"):
@@ -230,6 +232,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_profile(args, extra) -> int:
+    from smallnets._precision import DTYPES
     from smallnets.profiler import default_input_size, profile
     from smallnets.registry import resolve_knobs
 
@@ -481,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1, help="batch for the latency measurement")
     p.add_argument("--threads", type=int, help="intra-op threads (default: torch's)")
     p.add_argument("--runs", type=int, default=30, help="timed runs (after 5 warm-up runs)")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default="float32")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--no-memory", action="store_true", help="skip the activation-memory measurement")
@@ -663,6 +666,13 @@ def _dispatch(parser: argparse.ArgumentParser, args, extra) -> int:
     except KeyboardInterrupt:  # a second Ctrl-C while a run stops at its safe point, or any command
         print(f"smallnets {args.command}: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as exc:  # an optional dependency: say which install brings it
+        extra = {"torch": "torch", "onnxruntime": "runtime", "onnx": "export", "onnxscript": "export", "torchao": "quantize"}.get(exc.name or "")
+        if extra is None:
+            raise
+        hint = "pip install torch==2.13.0 (the CPU build), then pip install 'smallnets[torch]'" if extra == "torch" else f"pip install 'smallnets[{extra}]'"
+        print(f"smallnets {args.command}: error: this needs {exc.name}, which is not installed: {hint}", file=sys.stderr)
+        return 2
     except (ValueError, TypeError, OSError) as exc:  # OSError: missing files, failed downloads
         print(f"smallnets {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -219,8 +219,20 @@ class SmallNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+def is_meta(model: nn.Module) -> bool:
+    """True when the model's first parameter lives on the meta device (built under ``torch.device("meta")``)."""
+    first = next(model.parameters(), None)
+    return first is not None and first.is_meta
+
+
 def init_weights(model: nn.Module) -> None:
-    """He-normal (fan-out) convs, unit BN, small-normal linear layers: the usual ImageNet init."""
+    """He-normal (fan-out) convs, unit BN, small-normal linear layers: the usual ImageNet init.
+
+    A model built on the meta device (shapes only: format detection, knob checks) has no values to
+    set, so it is left alone; initialising its ~1,000 tensors would cost seconds through the device
+    context's function mode and change nothing."""
+    if is_meta(model):
+        return
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -283,9 +284,11 @@ def plot_shrink_table(rows: Sequence[Mapping[str, Any]], out_png: str | os.PathL
     if not rows:
         raise ValueError("rows must hold at least one stage, got none")
     metrics = [m for m in SHRINK_METRICS if any(r.get(m[0]) is not None for r in rows)]
-    fig = _new_figure(3.2 * len(metrics), 0.55 * len(rows) + 1.6)
+    # stage names are wrapped, not cut: two rows may differ only in their last words
+    labels = [textwrap.fill(str(r.get("stage", i)), 30, max_lines=3, placeholder="…") for i, r in enumerate(rows)]
+    lines = max(label.count("\n") + 1 for label in labels)
+    fig = _new_figure(3.2 * len(metrics) + 0.6, (0.3 + 0.2 * lines) * len(rows) + 1.6)
     axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
-    labels = [_short(str(r.get("stage", i))) for i, r in enumerate(rows)]
     y = np.arange(len(rows))
     for ax, (key, label, _) in zip(axes, metrics):
         values = [r.get(key) for r in rows]

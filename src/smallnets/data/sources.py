@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smallnets.data import skips
-from smallnets.data.images import image_size, is_image_name
+from smallnets.imaging import image_size, is_image_name
 from smallnets.progress import Progress
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")

@@ -7,7 +7,7 @@ import math
 from torch import nn
 
 from smallnets.arch.efficientnet import EfficientNetSpec
-from smallnets.layers import init_weights
+from smallnets.layers import init_weights, is_meta
 from smallnets.models._inverted import ConvNet
 
 
@@ -22,6 +22,8 @@ class EfficientNet(ConvNet):
 def init_efficientnet(model: nn.Module) -> None:
     """The reference init: He-normal (fan-out) convs, unit BN, and a uniform(+-1/sqrt(classes)) classifier."""
     init_weights(model)
+    if is_meta(model):
+        return
     for m in model.modules():
         if isinstance(m, nn.Linear):
             bound = 1.0 / math.sqrt(m.out_features)

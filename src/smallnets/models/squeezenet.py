@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from smallnets.arch.squeezenet import FireBlock, SqueezeNetSpec
-from smallnets.layers import ConvNormAct, SmallNet
+from smallnets.layers import ConvNormAct, SmallNet, is_meta
 
 
 class Fire(nn.Module):
@@ -91,6 +91,8 @@ class SqueezeNet(SmallNet):
 
 def init_squeezenet(model: SqueezeNet) -> None:
     """torchvision's SqueezeNet init: Kaiming-uniform convs, conv10 normal(0, 0.01), zero biases."""
+    if is_meta(model):
+        return
     conv10 = model.classifier.conv10.conv
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
