@@ -458,16 +458,16 @@ def save_weights(
 
 
 def resolve_weights(path: str | os.PathLike) -> Path:
-    """The weights file ``path`` names: the file itself (.safetensors, or .sncz compressed), or in a run
-    directory best.safetensors, else last.safetensors."""
+    """The weights file ``path`` names: the file itself (.safetensors, .sncz compressed, or an .onnx
+    export), or in a run directory best.safetensors, else last.safetensors."""
     path = Path(path)
     if path.is_dir():
         for name in RUN_WEIGHTS:
             if (path / name).is_file():
                 return path / name
         raise FileNotFoundError(f"path {str(path)!r} is a directory without weights: expected {' or '.join(RUN_WEIGHTS)} in it")
-    if path.suffix not in (".safetensors", ".sncz"):
-        raise ValueError(f"path must be a .safetensors file or a run directory (or a .sncz compressed file), got {str(path)!r}")
+    if path.suffix not in (".safetensors", ".sncz", ".onnx"):
+        raise ValueError(f"path must be a .safetensors file or a run directory (or a .sncz compressed file, or an exported .onnx), got {str(path)!r}")
     if not path.is_file():
         raise FileNotFoundError(f"path must be an existing weights file, got {str(path)!r}")
     return path

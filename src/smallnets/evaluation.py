@@ -119,7 +119,9 @@ def evaluate_weights(
     given = Path(weights)
     file = resolve_weights(given)
     run = find_run(file, given)
-    model = load_weights(file, device=dev)
+    if file.suffix == ".onnx" and str(device) == "auto":
+        dev = torch.device("cpu")  # ONNX Runtime's CPU provider
+    model = load_weights(file, device=dev if file.suffix != ".onnx" or dev.type != "cpu" else None)
     meta = model.smallnets_meta
     model_classes = meta.get("classes")
     if not model_classes:
@@ -135,7 +137,15 @@ def evaluate_weights(
     split = split or ("val" if own else "all")  # the run's own data: never score its training images
     notes: list[str] = []
 
-    if precision is None:
+    onnx_precision = meta.get("precision") if meta.get("format") == "onnx" else None
+    if onnx_precision is not None:  # an exported file runs in its own precision, on ONNX Runtime
+        if precision is not None:
+            raise ValueError(f"precision must be None for an ONNX file (it runs in the precision it was exported in, "
+                             f"{onnx_precision}), got {precision!r}")  # fmt: skip
+        if dev.type != "cpu":
+            raise ValueError(f"device must be 'cpu' or 'auto' for an ONNX file (ONNX Runtime's CPU provider), got {str(device)!r}")
+        precision = "fp32"  # no autocast around the runtime call
+    elif precision is None:
         precision = run.resolved.get("precision", "fp32") if run else "fp32"
         if precision == "fp16" and dev.type == "cpu":
             notes.append("the run used fp16, which needs a GPU: evaluated in fp32")
@@ -222,6 +232,6 @@ def evaluate_weights(
     if skiplog.total:
         notes.append(f"skipped {skiplog.total} file(s): " + ", ".join(f"{n} {r}" for r, n in sorted(skiplog.counts.items())))
         skiplog.warn(f"in {data}")
-    details.update(precision=precision, device=str(dev), channels_last=channels_last, notes=notes, skipped=skiplog.as_dict())
+    details.update(precision=f"{onnx_precision} (ONNX Runtime)" if onnx_precision else precision, device=str(dev), channels_last=channels_last, notes=notes, skipped=skiplog.as_dict())
     result.details = details
     return result

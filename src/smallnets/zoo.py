@@ -74,7 +74,9 @@ def load_weights(
     device: str | torch.device | None = None,
 ) -> nn.Module:
     """Load weights saved by ``save_weights`` (``path``: a .safetensors file or a run directory) or by
-    ``compress.packed.write_packed`` (a .sncz file: its header holds the sidecar).
+    ``compress.packed.write_packed`` (a .sncz file: its header holds the sidecar). An ``.onnx`` file
+    from ``smallnets export`` loads as a ``smallnets.export.OnnxModule`` (ONNX Runtime, inference
+    only), so evaluation and prediction run on it as on any loaded model.
 
     With ``model=None`` the model is rebuilt from the sidecar (its spec, or its zoo name and
     knobs), or from the file's metadata when the sidecar is missing. The sidecar's sha256 is
@@ -87,6 +89,13 @@ def load_weights(
         raise ValueError(f"strict must be True or False, got {strict!r}")
     if model is not None and not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module or None, got {type(model).__qualname__}")
+    if Path(path).suffix == ".onnx":  # an exported file: ONNX Runtime behind a module interface
+        if model is not None or device not in (None, "cpu", torch.device("cpu")):
+            raise ValueError(f"an .onnx file loads as its own module on the CPU: model must be None and device None or 'cpu', "
+                             f"got model={type(model).__qualname__ if model is not None else None}, device={device!r}")  # fmt: skip
+        from smallnets.export import OnnxModule
+
+        return OnnxModule(path)
     file, meta, tensors = read_weights(path)
     if model is None:
         if meta is None:
