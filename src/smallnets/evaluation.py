@@ -74,6 +74,7 @@ def evaluate_weights(
     precision: str | None = None,
     workers: int | None = None,
     progress: bool = False,
+    run: str | os.PathLike | None = None,
 ) -> EvalResult:
     """Evaluate saved weights (a run directory: best.safetensors, else last; or a .safetensors file
     with its JSON sidecar) on ``data``; ``result.details`` says what was evaluated and how.
@@ -88,6 +89,9 @@ def evaluate_weights(
     ``ROOT/val/<class>/...``) with the model's eval preprocessing from its sidecar. Default: "val"
     for a run directory on its own data (``data=None`` means the run's data), else "all" (other data,
     or a weights file given on its own).
+
+    ``run``: a run directory whose data configuration and split to use for weights that do not lie
+    in it (an ONNX file exported from it, say): ``split="val"`` then scores that run's validation images.
 
     The data's classes must be the model's (same names, same order) or a subset of them, matched by
     name. ``precision`` (fp32 | bf16 | fp16) defaults to the run's and memory format follows the
@@ -118,7 +122,14 @@ def evaluate_weights(
 
     given = Path(weights)
     file = resolve_weights(given)
-    run = find_run(file, given)
+    if run is not None:  # the run whose data and split to use, for weights kept elsewhere (an exported file)
+        from smallnets.rundir import RunDir
+
+        if not RunDir(Path(run)).config.is_file():
+            raise FileNotFoundError(f"run must be a run directory with a config.json, got {os.fspath(run)!r}")
+        run = RunDir(Path(run)).read_back()
+    else:
+        run = find_run(file, given)
     if file.suffix == ".onnx" and str(device) == "auto":
         dev = torch.device("cpu")  # ONNX Runtime's CPU provider
     model = load_weights(file, device=dev if file.suffix != ".onnx" or dev.type != "cpu" else None)

@@ -2,9 +2,12 @@
 
 ``export_onnx(model_or_weights, "model.onnx")``:
 
-1. BatchNorm is folded into the convolution before it (``fold_batchnorm``: every Conv2d directly
-   followed by a BatchNorm2d; DenseNet's pre-activation BatchNorms, which follow a concatenation,
-   stay as BatchNormalization nodes, which ONNX Runtime runs as a per-channel multiply-add).
+1. BatchNorm is folded into the convolution before it: in PyTorch by ``fold_batchnorm`` (every
+   Conv2d directly followed by a BatchNorm2d in an ``nn.Sequential``, as in every ConvNormAct),
+   and in the graph by the exporter's optimiser wherever else a Conv feeds a BatchNormalization
+   (DenseNet's bottleneck). DenseNet's pre-activation BatchNorms, which follow a concatenation or
+   a pooling, have no convolution to go into and stay as BatchNormalization nodes, which ONNX
+   Runtime runs as a per-channel multiply-add.
 2. The model is exported with ``torch.onnx.export`` (the TorchDynamo exporter and its ONNX
    optimiser: constant folding, dead-code and redundant-op removal), input ``images`` NCHW float,
    output ``logits``, the batch dimension dynamic or fixed.
@@ -40,8 +43,9 @@ from torch import nn
 
 from smallnets._checks import check_bool, check_choice, check_int
 from smallnets._io import atomic_path
+from smallnets.onnx_module import OnnxModule
 
-__all__ = ["ExportCheck", "ExportReport", "OnnxModule", "export_onnx", "fold_batchnorm", "load_onnx"]
+__all__ = ["ExportCheck", "ExportReport", "OnnxModule", "export_onnx", "fold_batchnorm"]
 
 PRECISIONS = ("fp32", "fp16")
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}  # max |ORT - PyTorch| over the largest |logit| of the check batch
@@ -361,40 +365,3 @@ def export_onnx(
         input_shape=["batch" if dynamic else batch, *size], ops=_op_counts(proto), source=source, source_sha256=digest,
         seconds=round(time.perf_counter() - started, 2), check=result, notes=notes,
     )  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------------
-# An ONNX file as a torch module (evaluate, predict and bench through the PyTorch-side code)
-# ---------------------------------------------------------------------------------------------
-
-
-class OnnxModule(nn.Module):
-    """An ONNX file run by ONNX Runtime behind a ``torch.nn.Module`` interface (inference only):
-    ``forward`` takes a float NCHW tensor and returns logits. ``smallnets_meta`` holds the classes
-    and preprocessing from the file's metadata, so ``evaluate_weights``, ``predict`` and the
-    command line treat it like loaded weights."""
-
-    def __init__(self, path: str | os.PathLike, *, threads: int | None = None):
-        super().__init__()
-        from smallnets.runtime import OnnxClassifier
-
-        self.runner = OnnxClassifier(path, threads=threads)
-        md = self.runner.metadata
-        cfg = md.get("config") or {"name": md.get("model") or None, "num_classes": None, "in_chans": 3, "knobs": {}}
-        self.smallnets_config = cfg
-        self.smallnets_meta = {"model": cfg.get("name") or Path(path).stem, "classes": self.runner.classes or None,
-                               "preprocessing": self.runner.preprocessing, "path": os.fspath(path), "format": "onnx",
-                               "precision": self.runner.precision, "onnx_metadata": md}  # fmt: skip
-        self.register_buffer("_device_anchor", torch.zeros(0), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu":
-            raise ValueError(f"an ONNX model runs on the CPU; got an input on {x.device}")
-        return torch.from_numpy(self.runner(x.detach().float().contiguous().numpy()))
-
-    def __repr__(self) -> str:
-        return f"OnnxModule({self.runner!r})"
-
-
-def load_onnx(path: str | os.PathLike, *, threads: int | None = None) -> OnnxModule:
-    return OnnxModule(path, threads=threads)

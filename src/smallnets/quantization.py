@@ -53,7 +53,8 @@ class QuantizeReport:
     calibration_images: int
     per_channel: bool
     keep_fp32: list[str]
-    ops: dict[str, int]
+    ops: dict[str, int]  # the written QDQ graph
+    ops_as_run: dict[str, int]  # what ONNX Runtime runs after its fusions (QLinearConv, QLinearAdd, ...)
     top1_agreement: float | None  # int8 vs fp32 on the check images
     check_images: int
     seconds: float
@@ -64,10 +65,13 @@ class QuantizeReport:
         return asdict(self)
 
     def lines(self) -> list[str]:
-        q = sum(v for k, v in self.ops.items() if k in ("QuantizeLinear", "DequantizeLinear"))
+        q = sum(v for k, v in self.ops_as_run.items() if k in ("QuantizeLinear", "DequantizeLinear"))
+        int8 = sum(v for k, v in self.ops_as_run.items() if k.startswith("QLinear") or k in ("QGemm", "MatMulInteger", "ConvInteger"))
         out = [f"wrote {self.path} ({self.bytes:,} bytes, int8; fp32 {self.fp32_bytes:,} bytes: {self.fp32_bytes / max(self.bytes, 1):.2f}x smaller)",
                f"calibration: {self.calibration_images} images, {self.method}; weights int8 per {'channel' if self.per_channel else 'tensor'} "
-               f"symmetric, activations uint8; {q} quantize/dequantize nodes" + (f"; kept in fp32: {', '.join(self.keep_fp32)}" if self.keep_fp32 else "")]  # fmt: skip
+               f"symmetric, activations uint8" + (f"; kept in fp32: {', '.join(self.keep_fp32)}" if self.keep_fp32 else ""),
+               f"as ONNX Runtime runs it: {int8} int8 ops, {q} quantize/dequantize nodes left: "
+               + ", ".join(f"{k} {v}" for k, v in sorted(self.ops_as_run.items(), key=lambda kv: -kv[1]))]  # fmt: skip
         if self.top1_agreement is not None:
             out.append(f"check: int8 and fp32 agree on the top-1 class of {100 * self.top1_agreement:.1f}% of {self.check_images} images")
         out += [f"note: {n}" for n in self.notes]
@@ -281,8 +285,15 @@ def quantize_onnx(
             for n in model.graph.node:
                 ops[n.op_type] = ops.get(n.op_type, 0) + 1
             size = tmp.stat().st_size
+            from smallnets.runtime import runtime_ops
+
+            as_run = runtime_ops(tmp)
+            fused = [k for k in keep_fp32 if k in op_types and as_run.get(f"QLinear{k}", 0)]
+            if fused:
+                notes.append(f"kept out of quantization but still run in int8: {', '.join(fused)} (ONNX Runtime fuses a "
+                             "dequantize -> op -> quantize chain between quantized neighbours into QLinear ops)")  # fmt: skip
     return QuantizeReport(path=os.fspath(out), bytes=size, fp32_bytes=Path(fp32_onnx).stat().st_size, method=method,
-                          calibration_images=int(len(x)), per_channel=per_channel, keep_fp32=list(keep_fp32), ops=ops,
+                          calibration_images=int(len(x)), per_channel=per_channel, keep_fp32=list(keep_fp32), ops=ops, ops_as_run=as_run,
                           top1_agreement=agreement, check_images=n_check, seconds=round(time.perf_counter() - started, 2),
                           fp32_path=os.fspath(fp32_onnx), notes=notes)  # fmt: skip
 
@@ -309,3 +320,104 @@ def quantize(
         if fp32_out is None:
             report.fp32_path = None
         return report
+
+
+def _torch_latency(model: nn.Module, shape: tuple[int, ...], batch: int, runs: int = 20, warmup: int = 3) -> float:
+    """Median ms of eager PyTorch fp32 (NCHW, no autograd) on a batch of zeros."""
+    import torch
+
+    x = torch.zeros(batch, *shape)
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + runs):
+            t = time.perf_counter()
+            model(x)
+            if i >= warmup:
+                times.append((time.perf_counter() - t) * 1e3)
+    return float(np.median(times))
+
+
+def quantize_run(
+    source: str | os.PathLike,
+    *,
+    calib: int = 512,
+    calib_data=None,
+    method: str = "minmax",
+    keep_fp32: Sequence[str] = (),
+    batch: int | str = "dynamic",
+    name: str | None = None,
+    out: str | os.PathLike | None = None,
+    latency: bool = True,
+    check: int = 256,
+) -> dict:
+    """``smallnets quantize RUN``: export the run's model, quantize it with ``calib`` training images
+    (never validation ones; ``calib_data`` to name others), and write a new directory
+    (``out/name``, default beside the source, ``SOURCE-int8``) holding ``model.onnx``,
+    ``model.int8.onnx`` and ``quantize.json`` / ``quantize.png``: bytes on disk, latency at batch 1
+    and 32 (eager PyTorch, ONNX Runtime fp32 and int8, measured here) and validation top-1 of each.
+    The source run is only read."""
+    from smallnets.compress.workflow import _source, format_table, write_report
+    from smallnets.evaluation import evaluate_weights
+    from smallnets.export import export_onnx
+    from smallnets.rundir import RunDir
+    from smallnets.runtime import OnnxClassifier, latency as ort_latency
+    from smallnets.zoo import load_weights
+
+    check_int("calib", calib)
+    check_int("check", check)
+    check_choice("method", method, CALIBRATION_METHODS)
+    run = _source(source)
+    dest = RunDir.create(out=out if out is not None else run.path.parent, name=name or f"{run.path.name}-int8")
+    written: list[Path] = []
+    try:
+        if any((dest.path / f).exists() for f in ("model.onnx", "model.int8.onnx", "quantize.json")):
+            raise FileExistsError(f"{dest.path} already holds a quantized model; choose another --name")
+        weights = run.weights()
+        fp32_path, int8_path = dest.path / "model.onnx", dest.path / "model.int8.onnx"
+        written += [fp32_path, int8_path, dest.path / "quantize.json", dest.path / "quantize.png"]  # none of them exists (checked above)
+        export = export_onnx(weights, fp32_path, batch=batch)
+        calibration = calibration_files(run.path, calib) if calib_data is None else calib_data
+        split = run.read_split() or {}
+        data = (split.get("source") or {}).get("path")
+        val_names = (split.get("val_files") or [])[:check]
+        check_images = None
+        if data and val_names and Path(data).is_dir():
+            check_images = [os.path.join(data, *n.split("/")) for n in val_names]
+        elif data and val_names:
+            check_images = [f"{data}::{n}" for n in val_names]
+        report = quantize_onnx(fp32_path, int8_path, calibration, method=method, keep_fp32=keep_fp32,
+                               calibration_count=calib, check_images=check_images)  # fmt: skip
+        model = load_weights(weights).eval()
+        shape = tuple(export.input_shape[1:])
+        rows = []
+        for stage, path in (("PyTorch fp32 (eager)", weights), ("ONNX Runtime fp32", fp32_path), ("ONNX Runtime int8", int8_path)):
+            result = evaluate_weights(path, split="val", run=run.path)
+            row = {"stage": stage, "params": sum(p.numel() for p in model.parameters()), "macs": None, "bytes": Path(path).stat().st_size,
+                   "file": os.fspath(path), "top1": result.top1, "loss": result.loss}  # fmt: skip
+            if latency:
+                if path == weights:
+                    row["latency_b1_ms"], row["latency_b32_ms"] = (_torch_latency(model, shape, b) for b in (1, 32))
+                else:
+                    runner = OnnxClassifier(path)
+                    row["latency_b1_ms"], row["latency_b32_ms"] = (ort_latency(runner, b)["median_ms"] for b in (1, 32))
+            rows.append(row)
+        from smallnets.profiler import count_macs
+
+        for row in rows:
+            row["macs"] = count_macs(model, shape)
+        settings = {"source": os.fspath(run.path), "weights": os.fspath(weights), "calibration_images": report.calibration_images,
+                    "calibration": "training images off the validation split" if calib_data is None else os.fspath(calib_data)
+                    if isinstance(calib_data, (str, os.PathLike)) else f"{report.calibration_images} given images",
+                    "method": method, "keep_fp32": list(keep_fp32), "batch": batch, "top1_agreement": report.top1_agreement,
+                    "check_images": report.check_images, "ops_as_run": report.ops_as_run, "export": export.to_dict(),
+                    "quantize": report.to_dict()}  # fmt: skip
+        json_path, png = write_report(dest.path, "quantize", rows, title=f"{run.path.name}: int8 post-training quantization", settings=settings)
+        dest.keep()
+    except BaseException:
+        for f in written:  # a failed run leaves no partial set behind; files it did not write are never touched
+            f.unlink(missing_ok=True)
+        dest.abandon()
+        raise
+    dest.release()
+    return {"run_dir": os.fspath(dest.path), "rows": rows, "table": format_table(rows), "json": os.fspath(json_path), "png": os.fspath(png),
+            "export": export, "quantize": report}  # fmt: skip

@@ -29,7 +29,7 @@ from smallnets._checks import check_int
 from smallnets.imaging import UnreadableImageError, check_preprocessing, eval_pixels, load_image, norm_constants_np, normalize_np
 from smallnets.predictions import ClassScore, Prediction
 
-__all__ = ["METADATA_KEYS", "OnnxClassifier", "read_metadata", "softmax"]
+__all__ = ["METADATA_KEYS", "OnnxClassifier", "read_metadata", "runtime_ops", "softmax"]
 
 PREFIX = "smallnets."
 # The metadata an export writes (each value a string; the JSON ones parsed by read_metadata).
@@ -108,6 +108,48 @@ def session_options(threads: int | None = None, *, optimization: str = "all"):
         so.intra_op_num_threads = threads
     so.log_severity_level = 3  # errors only: ORT's warnings about unused initialisers are not the user's concern
     return so
+
+
+def latency(runner: "OnnxClassifier", batch: int, *, runs: int = 20, warmup: int = 3) -> dict[str, float]:
+    """Median and 90th-percentile wall time (ms) of one ``runner`` call on a batch of ``batch`` zeros,
+    and images per second at the median."""
+    import time
+
+    check_int("batch", batch)
+    check_int("runs", runs)
+    shape = [int(d) if isinstance(d, int) else 0 for d in runner.metadata.get("input", {}).get("shape", [])[1:]]
+    if len(shape) != 3 or not all(shape):
+        crop = runner.preprocessing["crop"]
+        shape = [3, crop, crop]
+    x = np.zeros((batch, *shape), dtype=np.float32)
+    for _ in range(warmup):
+        runner(x)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        runner(x)
+        times.append((time.perf_counter() - t) * 1e3)
+    med, p90 = float(np.median(times)), float(np.percentile(times, 90))
+    return {"median_ms": med, "p90_ms": p90, "images_per_s": batch * 1e3 / med}
+
+
+def runtime_ops(path: str | os.PathLike, *, optimization: str = "all") -> dict[str, int]:
+    """Node count by op type of the graph ONNX Runtime actually runs for ``path`` on this machine,
+    after its fusions (QDQ -> QLinearConv, Conv + activation, NCHWc layouts): which layers really
+    run in int8, and which quantize/dequantize pairs are left."""
+    import tempfile
+
+    import onnx
+
+    ort = _import_ort()
+    with tempfile.TemporaryDirectory(prefix="smallnets-ort-") as work:
+        so = session_options(1, optimization=optimization)
+        so.optimized_model_filepath = os.path.join(work, "as_run.onnx")
+        ort.InferenceSession(os.fspath(path), so, providers=["CPUExecutionProvider"])
+        counts: dict[str, int] = {}
+        for node in onnx.load(so.optimized_model_filepath).graph.node:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
 
 
 class OnnxClassifier:

@@ -93,7 +93,7 @@ def load_weights(
         if model is not None or device not in (None, "cpu", torch.device("cpu")):
             raise ValueError(f"an .onnx file loads as its own module on the CPU: model must be None and device None or 'cpu', "
                              f"got model={type(model).__qualname__ if model is not None else None}, device={device!r}")  # fmt: skip
-        from smallnets.export import OnnxModule
+        from smallnets.onnx_module import OnnxModule
 
         return OnnxModule(path)
     file, meta, tensors = read_weights(path)
