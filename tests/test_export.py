@@ -308,3 +308,29 @@ def test_quantize_command_writes_a_new_directory_with_the_table_and_leaves_the_s
     res = run_cli("quantize", str(trained), "--calib", "16", "--out", str(tmp_path), "--name", "q")
     assert res.returncode == 2 and "already" in res.stderr
     assert OnnxClassifier(out / "model.int8.onnx").precision == "int8"
+
+
+@pytest.mark.slow
+def test_a_runtime_only_install_predicts_from_an_exported_file_without_torch(trained, trained_onnx, tmp_path):
+    # a real venv with `pip install 'smallnets[runtime]'` only: onnxruntime, numpy, pillow, no torch
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    py, cli = venv / "bin" / "python", venv / "bin" / "smallnets"
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([str(py), "-m", "pip", "install", "-q", f"{root}[runtime]"], capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert subprocess.run([str(py), "-c", "import torch"], capture_output=True).returncode != 0
+    images = Path(json.loads((trained / "config.json").read_text())["data"]["path"])
+    res = subprocess.run([str(cli), "predict", str(trained_onnx), str(images / "square"), "--top-k", "2", "--json"],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    here = [[s["label"] for s in p["predictions"]] for p in json.loads(res.stdout)]
+    assert here == [[s.label for s in p.predictions] for p in smallnets.predict(trained, images / "square", top_k=2)]
+    res = subprocess.run([str(py), "-c", f"from smallnets.runtime import OnnxClassifier; print(OnnxClassifier({str(trained_onnx)!r}).classes)"],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert res.returncode == 0 and "square" in res.stdout, res.stderr
+    # what needs torch says so, and how to get it
+    res = subprocess.run([str(cli), "train", "mobilenet_v2", "--data", str(images)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "this needs torch, which is not installed" in res.stderr and "Traceback" not in res.stderr
+    res = subprocess.run([str(py), "-c", "import smallnets; smallnets.create_model('mobilenet_v2')"], capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "needs PyTorch, which is not installed" in res.stderr

@@ -57,7 +57,7 @@ def test_a_clone_without_shared_still_checks_the_paper_figures(tmp_path):
     ids = ["mobilenet_v1-1.0-224", "squeezenet1_0", "squeezenet1_1"]
     assert set(ids) <= {e["id"] for e in load_facts("paper_tables.json")["entries"]}
     nodes = [f"{Path(__file__).resolve()}::test_paper_table_entry[{i}]" for i in ids]
-    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", *nodes],
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", "-rs", *nodes],
                          capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1], timeout=600)  # fmt: skip
     assert res.returncode == 0, res.stdout[-3000:]
     assert f"{len(ids)} passed" in res.stdout and "skipped" not in res.stdout, res.stdout[-3000:]

@@ -498,6 +498,26 @@ def cmd_quantize(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from smallnets.bench import DEFAULT_BACKENDS, bench, write_bench
+
+    backends = [b for part in (args.backends or [",".join(DEFAULT_BACKENDS)]) for b in part.split(",") if b]
+    try:
+        batches = [int(b) for b in args.batch.split(",") if b]
+    except ValueError:
+        raise ValueError(f"--batch must be comma-separated integers, e.g. 1,32; got {args.batch!r}") from None
+    target = args.target
+    if str(target).endswith(".onnx") and args.backends is None:
+        backends = ["ort"]
+    report = bench(target, backends=backends, batches=batches, threads=args.threads, rounds=args.rounds, runs=args.runs,
+                   calibration=args.calib_data, calib=args.calib)  # fmt: skip
+    print(report)
+    if args.json:
+        out_json, png = write_bench(report, args.json)
+        print(f"wrote {out_json} and {png}")
+    return 0
+
+
 def cmd_export(args) -> int:
     from smallnets.export import export_onnx
 
@@ -708,6 +728,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurements")
 
     p = sub.add_parser(
+        "bench",
+        help="inference latency across backends (PyTorch eager / TorchScript / bf16, ONNX Runtime fp32 and int8), side by side",
+        description=(
+            "TARGET: a run directory, weights file, zoo model name or .onnx file. Timed interleaved over the backends "
+            "(median, p90, images/s, peak memory), printed as a table; --json writes it with a plot beside."
+        ),
+    )
+    p.add_argument("target", metavar="MODEL_OR_RUN_OR_ONNX")
+    p.add_argument("--backends", action="append", metavar="LIST", help="comma-separated, from: eager, torchscript, bf16, compile, "
+                                                                        "best-torch, ort, ort-plain, ort-int8, ort-int8-default (default: all but compile)")
+    p.add_argument("--batch", default="1,32", help="comma-separated batch sizes (default: %(default)s)")
+    p.add_argument("--threads", type=int, help="CPU threads for every backend (default: PyTorch's)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved passes over the backends (default: %(default)s)")
+    p.add_argument("--runs", type=int, default=10, help="timed calls per backend per pass (default: %(default)s)")
+    p.add_argument("--calib-data", metavar="IMAGES", help="int8 calibration images (default: a run's training images, else random inputs)")
+    p.add_argument("--calib", type=int, default=128, help="int8 calibration images (default: %(default)s)")
+    p.add_argument("--json", metavar="OUT.json", help="write the report as JSON, and a plot as OUT.png")
+
+    p = sub.add_parser(
         "convert",
         help="convert a torchvision / timm checkpoint into smallnets safetensors + JSON sidecar",
         description=(
@@ -765,6 +804,8 @@ def _dispatch(parser: argparse.ArgumentParser, args, extra) -> int:
             return cmd_export(args)
         if args.command == "quantize":
             return cmd_quantize(args)
+        if args.command == "bench":
+            return cmd_bench(args)
         return cmd_compare(args)
     except BrokenPipeError:  # e.g. piped into `head`
         return 0
