@@ -1,0 +1,161 @@
+"""Inference speed of every family across backends, side by side in one run (issue 13's benchmark).
+
+    python benchmarks/inference.py [--models mobilenet_v1 mobilenet_v2 ...] [--batches 1 32]
+        [--threads 2] [--rounds 3] [--runs 10] [--cifar-runs RUN ...] [--out benchmarks/results/inference.json]
+
+For each model at its paper resolution (224 px; ImageNet head, random weights: speed does not
+depend on the weights' values) and each CIFAR-trained run given (32 px, with validation
+accuracy), at batch 1 and 32: PyTorch eager fp32 (the baseline), smallnets' best PyTorch path,
+ONNX Runtime fp32 on a plain ``torch.onnx.export`` and on smallnets' export, smallnets int8 and
+ONNX Runtime's quantizer with its defaults (``smallnets.bench``). Also the machine's measured fp32
+and int8 GEMM peaks and the fraction of peak each model reaches. Prints tables, writes JSON and a
+plot per model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+import smallnets  # noqa: E402
+from smallnets._io import atomic_write_text  # noqa: E402
+from smallnets.bench import DEFAULT_BACKENDS, bench, plot_bench  # noqa: E402
+
+MODELS = ["mobilenet_v1", "mobilenet_v2", "squeezenet1_1", "shufflenet_v2", "efficientnet_b0", "densenet121"]
+INT8_BACKENDS = ("ort-int8", "ort-int8-default")
+
+
+def fp32_gemm_peak(n: int = 1024, runs: int = 10) -> float:
+    """Best fp32 GEMM rate (GFLOP/s) of torch.mm (oneDNN / MKL) at n x n x n on this machine's threads."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(runs):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def int8_gemm_peak(n: int = 1024, runs: int = 10, threads: int | None = None) -> float:
+    """Best u8 x s8 -> s32 GEMM rate (GOP/s) of ONNX Runtime's MatMulInteger at n x n x n (its VNNI kernels)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from smallnets.runtime import session_options
+
+    import onnxruntime as ort
+
+    w = np.random.default_rng(0).integers(-127, 127, (n, n), dtype=np.int8)
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "w"], ["y"])], "gemm",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n])], [helper.make_tensor_value_info("y", TensorProto.INT32, [n, n])],
+        initializer=[helper.make_tensor("w", TensorProto.INT8, [n, n], w.tobytes(), raw=True)],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    sess = ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"])
+    a = np.random.default_rng(1).integers(0, 255, (n, n), dtype=np.uint8)
+    for _ in range(3):
+        sess.run(None, {"a": a})
+    best = float("inf")
+    for _ in range(runs):
+        t = time.perf_counter()
+        sess.run(None, {"a": a})
+        best = min(best, time.perf_counter() - t)
+    del onnx
+    return 2 * n**3 / best / 1e9
+
+
+def accuracy(run: Path, work: Path, calib: int) -> dict:
+    """Validation top-1 of a CIFAR-trained run: PyTorch fp32, ONNX Runtime fp32 and int8 PTQ (calibrated on training images)."""
+    from smallnets.evaluation import evaluate_weights
+    from smallnets.quantization import quantize_run
+
+    report = quantize_run(run, calib=calib, out=work, name=f"{run.name}-int8", latency=False)
+    rows = {r["stage"]: r["top1"] for r in report["rows"]}
+    del evaluate_weights
+    return {"fp32": rows["PyTorch fp32 (eager)"], "onnx_fp32": rows["ONNX Runtime fp32"], "int8_ptq": rows["ONNX Runtime int8"],
+            "int8_qat": None, "int8_file": report["quantize"].path, "ops_as_run": report["quantize"].ops_as_run,
+            "bytes": {r["stage"]: r["bytes"] for r in report["rows"]}}  # fmt: skip
+
+
+def summarise(name: str, report, macs: int, peaks: dict) -> dict:
+    out = {"model": name, "macs": macs, "input_size": report.input_size, "rows": [r.__dict__ for r in report.rows], "notes": report.notes}
+    for r in out["rows"]:
+        rate = 2 * macs * r["batch"] / (r["median_ms"] / 1e3) / 1e9
+        peak = peaks["int8_gops"] if r["backend"] in INT8_BACKENDS else peaks["fp32_gflops"]
+        r["gops"] = rate
+        r["fraction_of_peak"] = rate / peak
+    goals = {}
+    for b in sorted({r.batch for r in report.rows}):
+        plain, ours, best, int8, dflt = (report.row(k, b) for k in ("ort-plain", "ort", "best-torch", "ort-int8", "ort-int8-default"))
+        fastest = min((r for r in (ours, best) if r), key=lambda r: r.median_ms, default=None)
+        if plain and fastest:
+            goals[f"b{b}_fastest_fp32_vs_ort_plain"] = plain.median_ms / fastest.median_ms
+        if ours and int8:
+            goals[f"b{b}_int8_vs_ort_fp32"] = ours.median_ms / int8.median_ms
+        if dflt and int8:
+            goals[f"b{b}_int8_vs_ort_default_int8"] = dflt.median_ms / int8.median_ms
+    out["goals"] = goals
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", nargs="*", default=MODELS)
+    ap.add_argument("--batches", nargs="+", type=int, default=[1, 32])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--backends", nargs="+", default=list(DEFAULT_BACKENDS))
+    ap.add_argument("--cifar-runs", nargs="*", default=[], type=Path, help="CIFAR-trained run directories (32 px, with accuracy)")
+    ap.add_argument("--calib", type=int, default=512)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "inference.json")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    started = time.time()
+    peaks = {"fp32_gflops": fp32_gemm_peak(), "int8_gops": int8_gemm_peak(threads=args.threads)}
+    print(f"GEMM peaks at {args.threads} thread(s): fp32 {peaks['fp32_gflops']:.0f} GFLOP/s, int8 {peaks['int8_gops']:.0f} GOP/s", flush=True)
+    results = {"benchmark": "inference", "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+               "peaks": peaks, "models": [], "cifar": []}  # fmt: skip
+    results["settings"]["cifar_runs"] = [str(p) for p in args.cifar_runs]
+    with tempfile.TemporaryDirectory(prefix="smallnets-inference-") as work:
+        work = Path(work)
+        targets = [(m, smallnets.create_model(m).eval(), None) for m in args.models] + [(p.name, p, p) for p in args.cifar_runs]
+        for name, target, run in targets:
+            t0 = time.time()
+            report = bench(target, backends=args.backends, batches=args.batches, threads=args.threads, rounds=args.rounds, runs=args.runs,
+                           calib=min(args.calib, 128) if run is None else args.calib)  # fmt: skip
+            model = target if run is None else smallnets.load_weights(run)
+            macs = smallnets.count_macs(model, tuple(report.input_size))
+            entry = summarise(name, report, macs, peaks)
+            entry["seconds"] = round(time.time() - t0, 1)
+            print(f"\n{report}\n{json.dumps(entry['goals'])}  ({entry['seconds']} s)", flush=True)
+            png = args.out.with_name(f"inference_{name}.png")
+            plot_bench(report, png)
+            if run is not None:
+                entry["accuracy"] = accuracy(run, work, args.calib)
+                print(f"accuracy: {json.dumps({k: v for k, v in entry['accuracy'].items() if k not in ('ops_as_run', 'bytes')})}", flush=True)
+                results["cifar"].append(entry)
+            else:
+                results["models"].append(entry)
+            results["environment"] = report.environment
+            results["wall_s"] = round(time.time() - started, 1)
+            atomic_write_text(args.out, json.dumps(results, indent=2, default=str) + "\n")  # after every model: a cut-off run keeps what it measured
+    print(f"wrote {args.out} ({results['wall_s']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
