@@ -48,24 +48,28 @@ def fp32_gemm_peak(n: int = 1024, runs: int = 10) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def int8_gemm_peak(n: int = 1024, runs: int = 10, threads: int | None = None) -> float:
-    """Best u8 x s8 -> s32 GEMM rate (GOP/s) of ONNX Runtime's MatMulInteger at n x n x n (its VNNI kernels)."""
-    import onnx
+def _ort_gemm(op: str, n: int, runs: int, threads: int | None) -> float:
+    """Best rate (G ops/s, a multiply-add counted as 2) of one ONNX Runtime GEMM node at n x n x n."""
+    import onnxruntime as ort
     from onnx import TensorProto, helper
 
     from smallnets.runtime import session_options
 
-    import onnxruntime as ort
-
-    w = np.random.default_rng(0).integers(-127, 127, (n, n), dtype=np.int8)
+    rng = np.random.default_rng(0)
+    if op == "MatMulInteger":  # u8 x s8 -> s32: the VNNI kernels int8 convolutions run on
+        a_type, w = TensorProto.UINT8, rng.integers(-127, 127, (n, n), dtype=np.int8)
+        a, out_type = rng.integers(0, 255, (n, n), dtype=np.uint8), TensorProto.INT32
+        w_type = TensorProto.INT8
+    else:
+        a_type, w = TensorProto.FLOAT, rng.standard_normal((n, n)).astype(np.float32)
+        a, out_type, w_type = rng.standard_normal((n, n)).astype(np.float32), TensorProto.FLOAT, TensorProto.FLOAT
     graph = helper.make_graph(
-        [helper.make_node("MatMulInteger", ["a", "w"], ["y"])], "gemm",
-        [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n])], [helper.make_tensor_value_info("y", TensorProto.INT32, [n, n])],
-        initializer=[helper.make_tensor("w", TensorProto.INT8, [n, n], w.tobytes(), raw=True)],
+        [helper.make_node(op, ["a", "w"], ["y"])], "gemm",
+        [helper.make_tensor_value_info("a", a_type, [n, n])], [helper.make_tensor_value_info("y", out_type, [n, n])],
+        initializer=[helper.make_tensor("w", w_type, [n, n], w.tobytes(), raw=True)],
     )  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     sess = ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"])
-    a = np.random.default_rng(1).integers(0, 255, (n, n), dtype=np.uint8)
     for _ in range(3):
         sess.run(None, {"a": a})
     best = float("inf")
@@ -73,8 +77,17 @@ def int8_gemm_peak(n: int = 1024, runs: int = 10, threads: int | None = None) ->
         t = time.perf_counter()
         sess.run(None, {"a": a})
         best = min(best, time.perf_counter() - t)
-    del onnx
     return 2 * n**3 / best / 1e9
+
+
+def gemm_peaks(threads: int, n: int = 2048, runs: int = 10) -> dict:
+    """The machine's measured GEMM peaks: fp32 the best of torch.mm and ONNX Runtime's MatMul, int8
+    ONNX Runtime's MatMulInteger (u8 x s8), each at n x n x n on ``threads`` threads."""
+    torch_fp32 = fp32_gemm_peak(n, runs)
+    ort_fp32 = _ort_gemm("MatMul", n, runs, threads)
+    ort_int8 = _ort_gemm("MatMulInteger", n, runs, threads)
+    return {"fp32_gflops": max(torch_fp32, ort_fp32), "int8_gops": ort_int8, "torch_mm_fp32_gflops": torch_fp32,
+            "ort_matmul_fp32_gflops": ort_fp32, "ort_matmulinteger_int8_gops": ort_int8, "n": n, "threads": threads}  # fmt: skip
 
 
 def accuracy(run: Path, work: Path, calib: int) -> dict:
@@ -122,10 +135,20 @@ def main(argv=None) -> int:
     ap.add_argument("--cifar-runs", nargs="*", default=[], type=Path, help="CIFAR-trained run directories (32 px, with accuracy)")
     ap.add_argument("--calib", type=int, default=512)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "inference.json")
+    ap.add_argument("--peaks-only", action="store_true", help="measure the GEMM peaks again and update the fractions of peak in --out")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.peaks_only:
+        results = json.loads(args.out.read_text())
+        results["peaks"] = peaks = gemm_peaks(args.threads)
+        for entry in results["models"] + results["cifar"]:
+            for r in entry["rows"]:
+                r["fraction_of_peak"] = r["gops"] / (peaks["int8_gops"] if r["backend"] in INT8_BACKENDS else peaks["fp32_gflops"])
+        atomic_write_text(args.out, json.dumps(results, indent=2, default=str) + "\n")
+        print(json.dumps(peaks))
+        return 0
     started = time.time()
-    peaks = {"fp32_gflops": fp32_gemm_peak(), "int8_gops": int8_gemm_peak(threads=args.threads)}
+    peaks = gemm_peaks(args.threads)
     print(f"GEMM peaks at {args.threads} thread(s): fp32 {peaks['fp32_gflops']:.0f} GFLOP/s, int8 {peaks['int8_gops']:.0f} GOP/s", flush=True)
     results = {"benchmark": "inference", "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                "peaks": peaks, "models": [], "cifar": []}  # fmt: skip

@@ -1,5 +1,7 @@
 """smallnets: efficient convolutional networks exact to their papers, with a cost profiler."""
 
+from smallnets._lazy import lazy_attributes
+
 __version__ = "0.1.0"
 
 # Every public name is imported on first use (PEP 562): `import smallnets` itself needs neither
@@ -40,28 +42,17 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        try:
-            module = importlib.import_module(_LAZY[name])
-        except ModuleNotFoundError as e:
-            if e.name != "torch":
-                raise
-            raise ModuleNotFoundError(
-                f"smallnets.{name} needs PyTorch, which is not installed: pip install torch==2.13.0 (CPU), then "
-                "pip install 'smallnets[torch]'; a runtime-only install runs exported ONNX files with smallnets.runtime",
-                name="torch",
-            ) from e
-        value = getattr(module, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'smallnets' has no attribute {name!r}")
+def _needs_torch(name: str, err: ModuleNotFoundError) -> Exception | None:
+    if err.name != "torch":
+        return None
+    return ModuleNotFoundError(
+        f"smallnets.{name} needs PyTorch, which is not installed: pip install torch==2.13.0 (CPU), then "
+        "pip install 'smallnets[torch]'; a runtime-only install runs exported ONNX files with smallnets.runtime",
+        name="torch",
+    )
 
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes("smallnets", _LAZY, globals(), _needs_torch)
 
 __all__ = [
     "build_model",

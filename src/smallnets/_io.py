@@ -34,3 +34,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def check_new_file(name: str, path: str | os.PathLike, suffix: str, overwrite: bool) -> Path:
+    """``path`` as a Path after checking it ends in ``suffix`` and, unless ``overwrite``, does not exist yet."""
+    out = Path(path)
+    if out.suffix != suffix:
+        raise ValueError(f"{name} must end in {suffix}, got {os.fspath(path)!r}")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass overwrite=True (--force) to replace it, or choose another name")
+    return out

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from smallnets._checks import check_bool, check_choice, check_int
-from smallnets._io import atomic_path
+from smallnets._io import atomic_path, check_new_file
 from smallnets.onnx_module import OnnxModule
 
 __all__ = ["ExportCheck", "ExportReport", "OnnxModule", "export_onnx", "fold_batchnorm"]
@@ -286,11 +286,7 @@ def export_onnx(
         check_int("opset", opset, minimum=18)  # the TorchDynamo exporter writes opset 18 and newer
     check_bool("check", check)
     check_bool("overwrite", overwrite)
-    out = Path(out)
-    if out.suffix != ".onnx":
-        raise ValueError(f"out must end in .onnx, got {os.fspath(out)!r}")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; pass overwrite=True (--force) to replace it, or choose another name")
+    out = check_new_file("out", out, ".onnx", overwrite)
 
     import onnx
 

@@ -37,7 +37,7 @@ import numpy as np
 from torch import nn
 
 from smallnets._checks import check_bool, check_choice, check_int, check_range
-from smallnets._io import atomic_path
+from smallnets._io import atomic_path, check_new_file
 
 __all__ = ["CALIBRATION_METHODS", "QuantizeReport", "calibration_files", "quantize", "quantize_onnx"]
 
@@ -217,11 +217,7 @@ def quantize_onnx(
         check_int("calibration_count", calibration_count)
     if isinstance(keep_fp32, str) or not all(isinstance(k, str) for k in keep_fp32):
         raise ValueError(f"keep_fp32 must be a list of ONNX op types or node names, got {keep_fp32!r}")
-    out = Path(out)
-    if out.suffix != ".onnx":
-        raise ValueError(f"out must end in .onnx, got {os.fspath(out)!r}")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; pass overwrite=True (--force) to replace it, or choose another name")
+    out = check_new_file("out", out, ".onnx", overwrite)
 
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -258,10 +254,18 @@ def quantize_onnx(
             extra["CalibPercentile"] = percentile
         if method == "entropy":
             extra["CalibNumBins"] = 2048
+        import logging
+
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # ORT logs each per-channel skip of a 1-D tensor (pre-activation BN) as a warning on the root logger
         with atomic_path(out) as tmp:
-            quantize_static(os.fspath(pre), os.fspath(tmp), _Reader(x, fp32.input_name, fp32.batch), quant_format=QuantFormat.QDQ,
-                            per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=calib_method, nodes_to_exclude=exclude_nodes or None, extra_options=extra)  # fmt: skip
+            try:
+                quantize_static(os.fspath(pre), os.fspath(tmp), _Reader(x, fp32.input_name, fp32.batch), quant_format=QuantFormat.QDQ,
+                                per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                calibrate_method=calib_method, nodes_to_exclude=exclude_nodes or None, extra_options=extra)  # fmt: skip
+            finally:
+                root.setLevel(level)
             model = onnx.load(os.fspath(tmp))
             props = {p.key: p.value for p in source.metadata_props}
             import json

@@ -5,6 +5,8 @@ need no torch, and importing them must not pull in the PyTorch pipelines (a runt
 lists and reads images with them).
 """
 
+from smallnets._lazy import lazy_attributes
+
 _LAZY = {
     "IMAGENET_MEAN": "smallnets._norm",
     "IMAGENET_STD": "smallnets._norm",
@@ -17,18 +19,6 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'smallnets.data' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
+__getattr__, __dir__ = lazy_attributes("smallnets.data", _LAZY, globals())
 
 __all__ = sorted(_LAZY)

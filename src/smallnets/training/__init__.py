@@ -4,7 +4,7 @@ The names below are imported on first use, so that ``smallnets.training.config``
 past run needs) loads without the trainer and its data pipeline.
 """
 
-import importlib
+from smallnets._lazy import lazy_attributes
 
 _LAZY = {
     "ModelConfig": "smallnets.training.config",
@@ -23,16 +23,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'smallnets.training' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_attributes("smallnets.training", _LAZY, globals())
 
 
 __all__ = sorted(_LAZY)
