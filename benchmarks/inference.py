@@ -92,12 +92,10 @@ def gemm_peaks(threads: int, n: int = 2048, runs: int = 10) -> dict:
 
 def accuracy(run: Path, work: Path, calib: int) -> dict:
     """Validation top-1 of a CIFAR-trained run: PyTorch fp32, ONNX Runtime fp32 and int8 PTQ (calibrated on training images)."""
-    from smallnets.evaluation import evaluate_weights
     from smallnets.quantization import quantize_run
 
     report = quantize_run(run, calib=calib, out=work, name=f"{run.name}-int8", latency=False)
     rows = {r["stage"]: r["top1"] for r in report["rows"]}
-    del evaluate_weights
     return {"fp32": rows["PyTorch fp32 (eager)"], "onnx_fp32": rows["ONNX Runtime fp32"], "int8_ptq": rows["ONNX Runtime int8"],
             "int8_qat": None, "int8_file": report["quantize"].path, "ops_as_run": report["quantize"].ops_as_run,
             "bytes": {r["stage"]: r["bytes"] for r in report["rows"]}}  # fmt: skip

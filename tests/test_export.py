@@ -181,11 +181,10 @@ def _odd_images(root: Path) -> list[Path]:
 def test_runtime_preprocessing_is_bit_identical_to_the_pytorch_evaluation_input(trained_onnx, tmp_path):
     from smallnets.data import make_eval_transform
 
-    runner = OnnxClassifier(trained_onnx)
-    for prep in (runner.preprocessing, {**runner.preprocessing, "resize": 40, "crop": 36, "interpolation": "bicubic"}):
+    exported = OnnxClassifier(trained_onnx).preprocessing
+    for prep in (exported, {**exported, "resize": 40, "crop": 36, "interpolation": "bicubic"}):
         transform = make_eval_transform(prep)
-        runner.preprocessing = prep
-        runner._shift, runner._scale = __import__("smallnets.imaging", fromlist=["x"]).norm_constants_np(prep["mean"], prep["std"])
+        runner = OnnxClassifier(trained_onnx, preprocessing=prep)
         paths = _odd_images(tmp_path / "odd")
         ours = runner.preprocess(paths)
         theirs = torch.stack([transform(smallnets.data.load_image(p)) for p in paths]).numpy()

@@ -213,8 +213,8 @@ def _check_inputs(images, preprocessing: dict, input_size, batch: int | None, se
     x = normalize_np(np.stack([eval_pixels(load_image(p), preprocessing) for p in paths]), shift, scale)
     if batch and len(x) < batch:
         x = np.concatenate([x, np.repeat(x[-1:], batch - len(x), axis=0)])
-    where = images if isinstance(images, (str, os.PathLike)) else f"{len(paths)} files"
-    return x, f"{len(paths)} image(s) of {os.fspath(where) if isinstance(where, os.PathLike) else where}"
+    where = f" of {os.fspath(images)}" if isinstance(images, (str, os.PathLike)) else ""
+    return x, f"{len(paths)} image(s){where}"
 
 
 def compare_logits(ref: np.ndarray, got: np.ndarray, tolerance: float, inputs: str) -> ExportCheck:

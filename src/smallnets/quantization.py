@@ -407,8 +407,9 @@ def quantize_run(
             rows.append(row)
         from smallnets.profiler import count_macs
 
+        macs = count_macs(model, shape)  # one model in three forms: the same MACs
         for row in rows:
-            row["macs"] = count_macs(model, shape)
+            row["macs"] = macs
         settings = {"source": os.fspath(run.path), "weights": os.fspath(weights), "calibration_images": report.calibration_images,
                     "calibration": "training images off the validation split" if calib_data is None else os.fspath(calib_data)
                     if isinstance(calib_data, (str, os.PathLike)) else f"{report.calibration_images} given images",
