@@ -484,12 +484,23 @@ def cmd_predict(args) -> int:
     return 1 if failed else 0
 
 
-def cmd_quantize(args) -> int:
+def cmd_quantize(args, extra) -> int:
     from smallnets.quantization import quantize_run
 
+    data_opts, train_opts = _finetune_options(extra, "quantize", ("epochs", "name", "out", "pretrained", "teacher", "resume"),
+                                              "use --qat-epochs, --name, --out")  # fmt: skip
+    if (data_opts or train_opts) and not args.qat_epochs:
+        flags = " ".join(f"--{k.replace('_', '-')}" for k in [*data_opts, *train_opts])
+        raise ValueError(f"training options ({flags}) apply to quantization-aware training: add --qat-epochs N (N >= 1)")
     keep = [k for part in (args.keep_fp32 or []) for k in part.split(",") if k]
     report = quantize_run(args.run, calib=args.calib, calib_data=args.calib_data, method=args.method, keep_fp32=keep,
-                          name=args.name, out=args.out, latency=not args.no_latency)  # fmt: skip
+                          name=args.name, out=args.out, latency=not args.no_latency, qat_epochs=args.qat_epochs,
+                          freeze_bn=args.freeze_bn, freeze_observers=args.freeze_observers,
+                          train_overrides=train_opts, data_overrides=data_opts)  # fmt: skip
+    if report["qat"] is not None:
+        q = report["qat"]
+        print(f"quantization-aware training: {q['epochs']} epoch(s), simulated int8 top-1 {q['simulated_int8_top1_before']:.2f}% "
+              f"before, {q['simulated_int8_top1_best']:.2f}% after (best epoch)")  # fmt: skip
     print(report["export"])
     print(report["quantize"])
     print()
@@ -715,7 +726,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Exports RUN's model to ONNX, calibrates activation ranges on --calib training images (never validation "
             "images) and writes OUT/NAME (default: beside RUN, RUN-int8) with model.onnx, model.int8.onnx and "
-            "quantize.json / quantize.png: bytes on disk, CPU latency at batch 1 and 32, validation top-1."
+            "quantize.json / quantize.png: bytes on disk, CPU latency at batch 1 and 32, validation top-1. With "
+            "--qat-epochs N it fine-tunes RUN's weights with int8 fake quantization first (quantization-aware training, "
+            "an ordinary training run in OUT/NAME) and quantizes the result."
         ),
     )
     p.add_argument("run", metavar="RUN")
@@ -723,7 +736,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-data", metavar="IMAGES", help="calibration images of your own (files or folders) instead of the run's training images")
     p.add_argument("--method", choices=("minmax", "percentile", "entropy"), default="minmax", help="activation range calibration (default: %(default)s)")
     p.add_argument("--keep-fp32", action="append", metavar="OPS", help="ONNX op types or node names left in fp32, e.g. Sigmoid,Mul")
-    p.add_argument("--name", help="output directory name (default: RUN-int8)")
+    p.add_argument("--qat-epochs", type=int, default=0, metavar="N",
+                   help="quantization-aware training first: N epochs of int8 fake-quantized fine-tuning on RUN's data (default: 0, none); "
+                        "any training option (--lr, --batch-size, --max-minutes ...) applies to it")  # fmt: skip
+    p.add_argument("--freeze-bn", type=float, default=0.5, metavar="F", help="QAT: BatchNorm uses its running statistics after this fraction of the steps (default: %(default)s)")
+    p.add_argument("--freeze-observers", type=float, default=0.75, metavar="F", help="QAT: activation ranges stop moving after this fraction of the steps (default: %(default)s)")
+    p.add_argument("--name", help="output directory name (default: RUN-int8, with --qat-epochs RUN-qat)")
     p.add_argument("--out", help="parent folder of the output directory (default: RUN's)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurements")
 
@@ -790,6 +808,8 @@ def _dispatch(parser: argparse.ArgumentParser, args, extra) -> int:
             return cmd_prune(args, extra)
         if args.command == "compress":
             return cmd_compress(args, extra)
+        if args.command == "quantize":
+            return cmd_quantize(args, extra)
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if args.command == "list":
@@ -802,8 +822,6 @@ def _dispatch(parser: argparse.ArgumentParser, args, extra) -> int:
             return cmd_convert(args)
         if args.command == "export":
             return cmd_export(args)
-        if args.command == "quantize":
-            return cmd_quantize(args)
         if args.command == "bench":
             return cmd_bench(args)
         return cmd_compare(args)

@@ -28,7 +28,7 @@ import random
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,7 +84,6 @@ class QuantizeReport:
 def calibration_files(run_dir: str | os.PathLike, count: int, seed: int = 0) -> list[str]:
     """``count`` image files of a run's data that are not in its validation split (split.json),
     drawn evenly over the classes with ``seed``: calibration never sees a validation image."""
-    from smallnets.data.listing import list_labelled
     from smallnets.rundir import RunDir
 
     check_int("count", count)
@@ -98,16 +97,18 @@ def calibration_files(run_dir: str | os.PathLike, count: int, seed: int = 0) -> 
     if (split.get("source") or {}).get("kind") not in (None, "folder", "archive"):
         raise ValueError(f"{run_dir}: calibration from the run's data reads class folders and archives, not {data!r}; "
                          "pass calibration images yourself (--calib-data)")  # fmt: skip
-    files = list_labelled(data)
-    if files.part:  # list_labelled took the held-out part (ROOT/val or ROOT/test) of a tree that has its own splits
-        raise ValueError(f"{run_dir}: its data {data!r} holds its own {files.part}/ split; pass the training images "
-                         f"yourself (--calib-data {os.path.join(str(data), 'train')})")  # fmt: skip
-    base = files.source if files.kind == "folder" else None
+    from smallnets.data.sources import ArchiveSource, FolderSource, is_archive
+
+    follow = bool(getattr(past.config.data, "follow_links", False))
+    source = ArchiveSource(Path(data)) if is_archive(Path(data)) else FolderSource(Path(data), follow_links=follow)
+    catalog = source.catalog(None)  # the listing the trainer split: names as split.json records them
     by_class: dict[int, list[str]] = {}
-    for name, label in zip(files.names, files.labels):
-        if name in val or _strip_top(name) in val:
+    for name, label, part in zip(catalog.names, catalog.labels, catalog.parts):
+        if part != "train" or name in val:  # a val/ folder of the data is held out too
             continue
         by_class.setdefault(label, []).append(name)
+    if not by_class:
+        raise ValueError(f"{run_dir}: its data {data!r} holds no training image outside the validation split; pass calibration images yourself (--calib-data)")
     rng = random.Random(seed)
     for names in by_class.values():
         rng.shuffle(names)
@@ -116,14 +117,9 @@ def calibration_files(run_dir: str | os.PathLike, count: int, seed: int = 0) -> 
         for label in sorted(by_class):
             if by_class[label] and len(picked) < count:
                 picked.append(by_class[label].pop())
-    if files.kind == "archive":
-        return [f"{files.source}::{n}" for n in picked]
-    return [os.path.join(base, *n.split("/")) for n in picked]
-
-
-def _strip_top(name: str) -> str:
-    parts = name.split("/")
-    return "/".join(parts[1:]) if len(parts) > 2 else name
+    if isinstance(source, ArchiveSource):
+        return [f"{data}::{n}" for n in picked]
+    return [os.path.join(str(data), *n.split("/")) for n in picked]
 
 
 def _images_array(images, preprocessing: dict, limit: int | None = None) -> np.ndarray:
@@ -353,13 +349,27 @@ def quantize_run(
     out: str | os.PathLike | None = None,
     latency: bool = True,
     check: int = 256,
+    qat_epochs: int = 0,
+    freeze_bn: float = 0.5,
+    freeze_observers: float = 0.75,
+    train_overrides: Mapping[str, Any] | None = None,
+    data_overrides: Mapping[str, Any] | None = None,
 ) -> dict:
     """``smallnets quantize RUN``: export the run's model, quantize it with ``calib`` training images
     (never validation ones; ``calib_data`` to name others), and write a new directory
     (``out/name``, default beside the source, ``SOURCE-int8``) holding ``model.onnx``,
     ``model.int8.onnx`` and ``quantize.json`` / ``quantize.png``: bytes on disk, latency at batch 1
     and 32 (eager PyTorch, ONNX Runtime fp32 and int8, measured here) and validation top-1 of each.
-    The source run is only read."""
+    The source run is only read.
+
+    ``qat_epochs`` > 0: quantization-aware training first (``smallnets.qat``): the source's weights
+    are fine-tuned for that many epochs with int8 fake quantization through the trainer, on the
+    source's data and split (``train_overrides`` / ``data_overrides`` as for ``prune_run``; the
+    learning rate a tenth of the source's unless given; fp32, as the simulation is exact there),
+    BatchNorm frozen after ``freeze_bn`` and the activation ranges after ``freeze_observers`` of
+    the steps. The new directory (default ``SOURCE-qat``) is then an ordinary training run, and the
+    fine-tuned weights are exported and quantized into it as above; the report adds the simulated
+    int8 top-1 before and after QAT."""
     from smallnets.compress.workflow import _source, format_table, write_report
     from smallnets.evaluation import evaluate_weights
     from smallnets.export import export_onnx
@@ -370,13 +380,23 @@ def quantize_run(
     check_int("calib", calib)
     check_int("check", check)
     check_choice("method", method, CALIBRATION_METHODS)
+    check_int("qat_epochs", qat_epochs, minimum=0)
     run = _source(source)
-    dest = RunDir.create(out=out if out is not None else run.path.parent, name=name or f"{run.path.name}-int8")
+    qat = None
+    if qat_epochs:
+        qat = _qat_finetune(run, epochs=qat_epochs, name=name, out=out, freeze_bn=freeze_bn, freeze_observers=freeze_observers,
+                            train_overrides=train_overrides, data_overrides=data_overrides)  # fmt: skip
+        dest = RunDir(qat["run_dir"]).claim()
+    else:
+        if train_overrides or data_overrides:
+            raise ValueError("train_overrides and data_overrides apply to quantization-aware training: give qat_epochs >= 1 (--qat-epochs N)")
+        dest = RunDir.create(out=out if out is not None else run.path.parent, name=name or f"{run.path.name}-int8")
     written: list[Path] = []
     try:
         if any((dest.path / f).exists() for f in ("model.onnx", "model.int8.onnx", "quantize.json")):
             raise FileExistsError(f"{dest.path} already holds a quantized model; choose another --name")
-        weights = run.weights()
+        weights = run.weights() if qat is None else dest.weights()
+        eval_run = run.path if qat is None else dest.path
         fp32_path, int8_path = dest.path / "model.onnx", dest.path / "model.int8.onnx"
         written += [fp32_path, int8_path, dest.path / "quantize.json", dest.path / "quantize.png"]  # none of them exists (checked above)
         export = export_onnx(weights, fp32_path, batch=batch)
@@ -394,12 +414,16 @@ def quantize_run(
         model = load_weights(weights).eval()
         shape = tuple(export.input_shape[1:])
         rows = []
-        for stage, path in (("PyTorch fp32 (eager)", weights), ("ONNX Runtime fp32", fp32_path), ("ONNX Runtime int8", int8_path)):
-            result = evaluate_weights(path, split="val", run=run.path)
+        stages = [("PyTorch fp32 (eager)", weights), ("ONNX Runtime fp32", fp32_path), ("ONNX Runtime int8", int8_path)]
+        if qat is not None:
+            stages = [("source, PyTorch fp32", run.weights()), (f"after {qat_epochs} QAT epoch(s), PyTorch fp32", weights),
+                      ("ONNX Runtime fp32", fp32_path), ("ONNX Runtime int8 (QAT)", int8_path)]  # fmt: skip
+        for stage, path in stages:
+            result = evaluate_weights(path, split="val", run=eval_run)
             row = {"stage": stage, "params": sum(p.numel() for p in model.parameters()), "macs": None, "bytes": Path(path).stat().st_size,
                    "file": os.fspath(path), "top1": result.top1, "loss": result.loss}  # fmt: skip
             if latency:
-                if path == weights:
+                if str(path).endswith(".safetensors"):
                     row["latency_b1_ms"], row["latency_b32_ms"] = (_torch_latency(model, shape, b) for b in (1, 32))
                 else:
                     runner = OnnxClassifier(path)
@@ -416,13 +440,53 @@ def quantize_run(
                     "method": method, "keep_fp32": list(keep_fp32), "batch": batch, "top1_agreement": report.top1_agreement,
                     "check_images": report.check_images, "ops_as_run": report.ops_as_run, "export": export.to_dict(),
                     "quantize": report.to_dict()}  # fmt: skip
-        json_path, png = write_report(dest.path, "quantize", rows, title=f"{run.path.name}: int8 post-training quantization", settings=settings)
+        title = f"{run.path.name}: int8 post-training quantization"
+        if qat is not None:
+            settings["qat"] = {k: v for k, v in qat.items() if k != "run_dir"}
+            title = f"{run.path.name}: int8 after {qat_epochs} epoch(s) of quantization-aware training"
+        json_path, png = write_report(dest.path, "quantize", rows, title=title, settings=settings)
         dest.keep()
     except BaseException:
         for f in written:  # a failed run leaves no partial set behind; files it did not write are never touched
             f.unlink(missing_ok=True)
-        dest.abandon()
+        if qat is None:
+            dest.abandon()
+        else:  # the QAT training run is kept (its weights are good); only the lock goes
+            dest.release()
         raise
     dest.release()
     return {"run_dir": os.fspath(dest.path), "rows": rows, "table": format_table(rows), "json": os.fspath(json_path), "png": os.fspath(png),
-            "export": export, "quantize": report}  # fmt: skip
+            "export": export, "quantize": report, "qat": qat}  # fmt: skip
+
+
+def _qat_finetune(run, *, epochs: int, name: str | None, out, freeze_bn: float, freeze_observers: float,
+                  train_overrides: Mapping[str, Any] | None, data_overrides: Mapping[str, Any] | None) -> dict:  # fmt: skip
+    """Quantization-aware fine-tuning of ``run``'s weights into a new run directory (see ``quantize_run``)."""
+    from smallnets.compress.workflow import _finetune_config
+    from smallnets.qat import prepare_qat
+    from smallnets.training.trainer import Trainer
+    from smallnets.zoo import load_weights
+
+    overrides = {"precision": "fp32", **dict(train_overrides or {})}
+    for key in ("ema", "compile"):
+        if overrides.get(key):
+            raise ValueError(f"{key} cannot be used with quantization-aware training (the fake-quantized layers are wrapped in place), got {key}=True")
+    for key in ("teacher", "pretrained", "resume"):
+        if overrides.get(key) is not None:
+            raise ValueError(f"{key} is set by quantize itself for quantization-aware training, got {key}={overrides[key]!r}")
+    overrides.update(ema=False, compile=False)
+    config = _finetune_config(run, epochs=epochs, name=name or f"{run.path.name}-qat", out=out, distill=False,
+                              train_overrides=overrides, data_overrides=dict(data_overrides or {}))  # fmt: skip
+    model = load_weights(run.weights())
+    controller = prepare_qat(model, freeze_bn=freeze_bn, freeze_observers=freeze_observers)
+    trainer = Trainer(config, model=model, hooks=[controller])
+    try:
+        calibrated = controller.calibrate(trainer.data.train.epoch_batches(0), max_batches=8, channels_last=config.train.channels_last)
+        before = trainer.validate().top1  # the source's weights, simulated int8: what post-training quantization would give
+        result = trainer.fit()
+    finally:
+        controller.remove()
+    return {"run_dir": os.fspath(result.run_dir), "epochs": epochs, "status": result.status, "freeze_bn": freeze_bn,
+            "freeze_observers": freeze_observers, "observer_calibration_images": calibrated, "simulated_int8_top1_before": before,
+            "simulated_int8_top1_best": result.best_top1, "lr": trainer.base_lr, "precision": trainer.precision,
+            "layers": controller.describe()}  # fmt: skip
