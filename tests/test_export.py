@@ -333,3 +333,31 @@ def test_a_runtime_only_install_predicts_from_an_exported_file_without_torch(tra
     assert res.returncode == 2 and "this needs torch, which is not installed" in res.stderr and "Traceback" not in res.stderr
     res = subprocess.run([str(py), "-c", "import smallnets; smallnets.create_model('mobilenet_v2')"], capture_output=True, text=True, timeout=300)
     assert res.returncode != 0 and "needs PyTorch, which is not installed" in res.stderr
+
+
+def test_profile_and_eval_understand_quantized_files(trained, tmp_path):
+    from smallnets.quantization import quantize_run
+
+    report = quantize_run(trained, calib=16, out=tmp_path, name="q", latency=False)
+    int8 = tmp_path / "q" / "model.int8.onnx"
+    res = run_cli("profile", "--pretrained", str(int8), "--runs", "3", "--json")
+    assert res.returncode == 0, res.stderr
+    prof = json.loads(res.stdout)
+    fp32 = smallnets.profile(smallnets.load_weights(trained), tuple(prof["input_size"]), latency=False, memory=False)
+    assert prof["file_bytes"] == int8.stat().st_size and prof["macs"] == fp32.macs and prof["params"] == fp32.params
+    assert "int8" in prof["stored"] and prof["latency"]["dtype"] == "int8" and prof["latency"]["median_ms"] > 0
+    assert prof["file_bytes"] < 0.5 * fp32.size_bytes["fp32"]
+    res = run_cli("profile", "mobilenet_v2", "--pretrained", str(int8))
+    assert res.returncode == 2 and "name cannot be combined with an ONNX file" in res.stderr
+    # eval: the file alone finds its source run (its validation split) through the metadata
+    res = run_cli("eval", str(int8), "--json", "--confusion", "")
+    assert res.returncode == 0, res.stderr
+    alone = json.loads(res.stdout)
+    rows = {r["stage"]: r for r in report["rows"]}
+    assert alone["split"] == "val" and alone["top1"] == rows["ONNX Runtime int8"]["top1"]
+    # the quantize directory: its three models side by side on the same images
+    res = run_cli("eval", str(tmp_path / "q"))
+    assert res.returncode == 0, res.stderr
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("| ") and "---" not in ln][1:]
+    assert len(lines) == 3 and "int8 (ONNX Runtime)" in lines[2] and "all on the validation split" in res.stdout
+    assert f"{rows['ONNX Runtime int8']['top1']:.2f}" in lines[2]

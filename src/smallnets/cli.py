@@ -237,6 +237,28 @@ def cmd_profile(args, extra) -> int:
     from smallnets.registry import resolve_knobs
 
     knobs = _knobs_from_extra(extra)
+    if args.pretrained and str(args.pretrained).endswith(".onnx"):  # an exported / quantized file: its counts, bytes as stored, ORT latency
+        from smallnets.profiler import profile_onnx
+
+        for flag, value in (("name", args.name), ("--format", args.format), ("--resolution", args.resolution), ("--num-classes", args.num_classes),
+                            ("--in-chans", args.in_chans), ("--dtype", args.dtype if args.dtype != "float32" else None),
+                            ("--channels-last", args.channels_last or None)):  # fmt: skip
+            if value is not None:
+                raise ValueError(f"{flag} cannot be combined with an ONNX file (the file fixes the model, its input and its precision), got {value!r}")
+        if knobs:
+            raise ValueError(f"model knobs cannot be combined with an ONNX file, got {', '.join('--' + k.replace('_', '-') for k in knobs)}")
+        report = profile_onnx(args.pretrained, latency=not args.no_latency, batch_size=args.batch_size, runs=args.runs, threads=args.threads)
+        if args.json:
+            print(json.dumps(report.to_dict(layers=args.layers), indent=2))
+            return 0
+        print(report.summary())
+        print()
+        print(report.kind_table())
+        if args.layers:
+            print()
+            print(report.layer_table())
+        print(f"\n{report.conventions['macs']}")
+        return 0
     if args.pretrained:
         # the model is the checkpoint's: its format's knobs and classes, at the format's crop size
         from smallnets.pretrained import load_pretrained
@@ -341,12 +363,78 @@ def _per_class_table(result, limit: int = 25) -> list[str]:
     return lines
 
 
+def _expand_eval_targets(targets: Sequence[str]) -> list[str]:
+    """The models to evaluate: a `smallnets quantize` directory that is not a training run stands for
+    the files of its report (source weights, fp32 and int8 ONNX), in the report's order."""
+    from pathlib import Path
+
+    from smallnets.rundir import RunDir
+
+    out: list[str] = []
+    for t in targets:
+        report = Path(t) / "quantize.json"
+        if Path(t).is_dir() and report.is_file() and not RunDir.is_run(t):
+            files = [r.get("file") for r in json.loads(report.read_text(encoding="utf-8")).get("rows", [])]
+            out.extend(f for f in files if f and Path(f).exists())
+        else:
+            out.append(t)
+    return out
+
+
+def _eval_side_by_side(args, targets: list[str]) -> int:
+    """Several models on the same images: one table (precision, bytes on disk, top-1 / top-5, loss, change from the first)."""
+    import os
+    import warnings
+    from pathlib import Path
+
+    from smallnets.checkpoint import resolve_weights
+    from smallnets.evaluation import evaluate_weights
+
+    if args.confusion:
+        raise ValueError("confusion must not be given with several models (one matrix per model: evaluate them one at a time)")
+    results = []
+    for t in targets:
+        with warnings.catch_warnings(record=True) as caught:
+            r = evaluate_weights(t, args.data, split=args.split, batch_size=args.batch_size, device=args.device,
+                                 precision=args.precision, workers=args.workers, progress=sys.stderr.isatty())  # fmt: skip
+        for w in caught:
+            print(f"warning: {w.message}", file=sys.stderr)
+        results.append((t, r))
+    evaluated = {r.details["evaluated"] for _, r in results}
+    if args.json:
+        print(json.dumps([{**r.to_dict(), "bytes": os.path.getsize(resolve_weights(Path(r.details["weights"])))} for _, r in results], indent=2))
+        return 0
+    first = results[0][1].top1
+    print("| model | file | precision | bytes on disk | top-1 (%) | top-5 (%) | loss | top-1 change |")
+    print("|---|---|---|---|---|---|---|---|")
+    base_bytes = None
+    for t, r in results:
+        d = r.details
+        size = os.path.getsize(resolve_weights(Path(d["weights"])))
+        base_bytes = base_bytes or size
+        change = "—" if r is results[0][1] else f"{r.top1 - first:+.2f}"
+        print(f"| {d['model']} | {d['weights']} | {d['precision']} | {size:,} ({size / base_bytes:.2f}x) | {r.top1:.2f} | {r.top5:.2f} | "
+              f"{r.loss:.4f} | {change} |")  # fmt: skip
+    print()
+    if len(evaluated) == 1:
+        print(f"all on the {next(iter(evaluated))}")
+    else:
+        print("NOT the same images: " + "; ".join(f"{t}: {r.details['evaluated']}" for t, r in results))
+    return 0
+
+
 def cmd_eval(args) -> int:
     import warnings
 
     from smallnets.evaluation import evaluate_weights
     from smallnets.plots import plot_confusion
 
+    targets = _expand_eval_targets(args.weights)
+    if len(targets) > 1:
+        return _eval_side_by_side(args, targets)
+    if not targets:
+        raise ValueError(f"weights must name a model; {args.weights[0]!r} holds none")
+    args.weights = targets[0]
     with warnings.catch_warnings(record=True) as caught:  # files left out: one plain line each on stderr
         result = evaluate_weights(args.weights, args.data, split=args.split, batch_size=args.batch_size, device=args.device,
                                   precision=args.precision, workers=args.workers, progress=sys.stderr.isatty())  # fmt: skip
@@ -672,7 +760,8 @@ def build_parser() -> argparse.ArgumentParser:
             "(the default for other data and for a weights file)."
         ),
     )
-    p.add_argument("weights", metavar="RUN_OR_WEIGHTS")
+    p.add_argument("weights", metavar="RUN_OR_WEIGHTS", nargs="+",
+                   help="one or more: several (or a `smallnets quantize` directory, which stands for its models) are compared side by side")
     p.add_argument("--data", help="image folder, .tar/.tar.gz archive, cifar10 or cifar100 (default: the run's data)")
     p.add_argument("--split", choices=("val", "all"), help="val: the run's validation split; all: every image of --data")
     p.add_argument("--batch-size", type=int, help="images per batch (default: the run's evaluation batch, else 64)")

@@ -64,6 +64,30 @@ def _file_batches(source: Path, kind: str, names: Sequence[str], labels: Sequenc
             yield x, y_all[ok].to(device)
 
 
+def _source_run_of_onnx(file: Path):
+    """(run, note) of the training run an ONNX file was exported from, by its ``smallnets.source``
+    metadata, when that run is still there; (None, None) otherwise."""
+    import onnx
+
+    from smallnets.checkpoint import _file_sha256
+    from smallnets.rundir import find_run
+    from smallnets.runtime import read_metadata
+
+    proto = onnx.load(os.fspath(file), load_external_data=False)
+    meta = read_metadata({p.key: p.value for p in proto.metadata_props})
+    source = meta.get("source")
+    if not source or not Path(source).is_file():
+        return None, None
+    run = find_run(Path(source), Path(source))
+    if run is None:
+        return None, None
+    note = f"its run is the one its source weights lie in ({source}, from the file's metadata)"
+    digest = meta.get("source_sha256")
+    if digest and meta.get("source_sha256_of") == "file" and _file_sha256(Path(source)) != digest:
+        note += "; those weights changed since the export (the split is still that run's)"
+    return run, note
+
+
 def evaluate_weights(
     weights: str | os.PathLike,
     data: str | os.PathLike | None = None,
@@ -130,6 +154,9 @@ def evaluate_weights(
         run = RunDir(Path(run)).read_back()
     else:
         run = find_run(file, given)
+    source_note = None
+    if run is None and file.suffix == ".onnx":  # an exported / quantized file kept elsewhere: the run of the weights it came from
+        run, source_note = _source_run_of_onnx(file)
     if file.suffix == ".onnx" and str(device) == "auto":
         dev = torch.device("cpu")  # ONNX Runtime's CPU provider
     model = load_weights(file, device=dev if file.suffix != ".onnx" or dev.type != "cpu" else None)
@@ -146,7 +173,7 @@ def evaluate_weights(
     data = os.fspath(data)
     own = run is not None and run.trained_on(data)
     split = split or ("val" if own else "all")  # the run's own data: never score its training images
-    notes: list[str] = []
+    notes: list[str] = [source_note] if source_note else []
 
     onnx_precision = meta.get("precision") if meta.get("format") == "onnx" else None
     if onnx_precision is not None:  # an exported file runs in its own precision, on ONNX Runtime

@@ -35,5 +35,9 @@ class OnnxModule(nn.Module):
             raise ValueError(f"an ONNX model runs on the CPU; got an input on {x.device}")
         return torch.from_numpy(self.runner(x.detach().float().contiguous().numpy()))
 
+    def __deepcopy__(self, memo) -> OnnxModule:
+        """A new session on the same file (an ONNX Runtime session cannot be copied)."""
+        return OnnxModule(self.runner.path, threads=self.runner.threads)
+
     def __repr__(self) -> str:
         return f"OnnxModule({self.runner!r})"

@@ -327,6 +327,7 @@ class CostReport:
     nonzero_params: int | None = None  # trainable parameters that are not exactly zero (a pruned model's are fewer)
     file_bytes: int | None = None  # the weights file's size on disk, when profiled from one (a .sncz: as stored)
     file: str | None = None
+    stored: str | None = None  # how the file holds the model when it is not smallnets weights: "ONNX int8 (QDQ) on ONNX Runtime"
     conventions: dict = field(
         default_factory=lambda: {
             "macs": MACS_CONVENTION,
@@ -370,6 +371,7 @@ class CostReport:
             "nonzero_params": self.nonzero_params,
             "file_bytes": self.file_bytes,
             "file": self.file,
+            "stored": self.stored,
             "peak_activation_bytes": self.peak_activation_bytes,
             "saved_activation_bytes": self.saved_activation_bytes,
             "by_kind": self.by_kind(),
@@ -393,6 +395,8 @@ class CostReport:
             rows.insert(3, ("non-zero", f"{self.nonzero_params:,} ({100 * (1 - self.nonzero_params / max(self.params, 1)):.1f}% of the parameters are zero)"))
         if self.file_bytes is not None:
             rows.append(("on disk", f"{format_bytes(self.file_bytes, digits=2)} ({self.file})"))
+        if self.stored:
+            rows.append(("stored as", self.stored))
         if self.peak_activation_bytes is not None:
             rows.append(("activations", f"{format_bytes(self.peak_activation_bytes, digits=2)} peak (inference, batch 1)"))
         if self.saved_activation_bytes is not None:
@@ -509,6 +513,59 @@ def profile(
         file_bytes=None if file is None else Path(file).stat().st_size,
         file=None if file is None else str(file),
     )
+
+
+def profile_onnx(
+    path: str | os.PathLike,
+    *,
+    latency: bool = True,
+    batch_size: int = 1,
+    warmup: int = 5,
+    runs: int = 30,
+    max_seconds: float = 10.0,
+    threads: int | None = None,
+) -> CostReport:
+    """Cost report of an exported or quantized ONNX file: the counts (params, MACs, per-layer
+    table) of the architecture its metadata records, its real size on disk as stored (int8 weights
+    for a quantized file), and latency measured on ONNX Runtime at the file's input size. The
+    activation memory is the PyTorch model's and is left out (ONNX Runtime plans its own)."""
+    import dataclasses
+
+    from smallnets.arch.spec import ArchSpec
+    from smallnets.onnx_module import OnnxModule
+    from smallnets.zoo import build_model
+
+    module = OnnxModule(path, threads=threads)
+    md = module.runner.metadata
+    if not md.get("spec"):
+        raise ValueError(f"path must be an ONNX file exported by smallnets (its metadata records the architecture), got {os.fspath(path)!r} "
+                         "which has no smallnets.spec")  # fmt: skip
+    with torch.device("meta"):
+        net = build_model(ArchSpec.from_dict(md["spec"]))
+    cfg = md.get("config") or {}
+    net.smallnets_config = {"name": cfg.get("name") or md.get("model") or Path(path).stem, "num_classes": net.spec.num_classes,
+                            "in_chans": net.spec.in_chans, "knobs": cfg.get("knobs") or {}}  # fmt: skip
+    shape = (md.get("input") or {}).get("shape") or []
+    crop = int((module.runner.preprocessing or {}).get("crop") or 224)
+    input_size = tuple(int(v) for v in shape[1:]) if len(shape) == 4 else (net.spec.in_chans, crop, crop)
+    report = profile(net, input_size, latency=False, memory=False, file=path)
+    precision = module.runner.precision
+    quant = md.get("quantization") or {}
+    stored = f"ONNX {precision}" + (f" ({quant.get('format', 'QDQ')}, {quant.get('weights', 'int8 weights')})" if precision == "int8" else "") + " on ONNX Runtime"
+    lat = None
+    if latency:
+        if isinstance(shape[0] if shape else None, int) and shape[0] != batch_size:
+            raise ValueError(f"batch_size must be {shape[0]} for {os.fspath(path)!r} (exported with a fixed batch), got {batch_size}")
+        lat = measure_latency(module, input_size, batch_size=batch_size, warmup=warmup, runs=runs, max_seconds=max_seconds, threads=threads)
+        lat = dataclasses.replace(lat, dtype=precision, device=f"cpu, ONNX Runtime {_ort_version()}",
+                                  threads=threads if threads is not None else (os.cpu_count() or 1))  # ORT's default: one per core
+    return dataclasses.replace(report, latency=lat, stored=stored, nonzero_params=None)
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
 
 
 def default_input_size(name: str, knobs: Mapping[str, Any]) -> tuple[int, int, int]:
