@@ -361,3 +361,24 @@ def test_profile_and_eval_understand_quantized_files(trained, tmp_path):
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith("| ") and "---" not in ln][1:]
     assert len(lines) == 3 and "int8 (ONNX Runtime)" in lines[2] and "all on the validation split" in res.stdout
     assert f"{rows['ONNX Runtime int8']['top1']:.2f}" in lines[2]
+
+
+def test_convolutions_kept_in_fp32_stay_fp32_when_onnx_runtime_runs_the_file(tmp_path):
+    from smallnets.quantization import quantize_onnx
+    from smallnets.runtime import runtime_ops
+
+    model = randomized(smallnets.create_model("mobilenet_v1", num_classes=5, width_mult=0.25, cifar=True))
+    export_onnx(model, tmp_path / "m.onnx")
+    g = onnx.load(str(tmp_path / "m.onnx")).graph
+    group = {n.name: next((a.i for a in n.attribute if a.name == "group"), 1) for n in g.node if n.op_type == "Conv"}
+    depthwise = [name for name, gr in group.items() if gr > 1]
+    assert depthwise and len(depthwise) < len(group)
+    x = np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32)
+    report = quantize_onnx(tmp_path / "m.onnx", tmp_path / "q.onnx", x, keep_fp32=depthwise)
+    # ORT's WeightBiasQuantization would quantize them at load time; smallnets' runtime loads the file without it
+    as_run = runtime_ops(tmp_path / "q.onnx")
+    assert as_run["Conv"] == len(depthwise) and as_run["QLinearConv"] == len(group) - len(depthwise)
+    assert report.ops_as_run == as_run and any(f"{len(depthwise)} of the {len(depthwise)} convolution(s) kept in fp32 run in fp32" in n for n in report.notes)
+    runner = OnnxClassifier(tmp_path / "q.onnx")
+    full = OnnxClassifier(tmp_path / "m.onnx")
+    assert (runner(x).argmax(1) == full(x).argmax(1)).mean() >= 0.75

@@ -188,6 +188,32 @@ class _Reader:
         self.i = 0
 
 
+def _op_counts_of(model) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for n in model.graph.node:
+        counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    return counts
+
+
+def _names_after_preprocessing(source, pre, wanted: Sequence[str]) -> list[str]:
+    """The pre-processed graph's names of the source graph's nodes ``wanted`` (the pre-processing
+    renames nodes): the node computing the same output tensor, else the one reading the same weight."""
+    by_name = {n.name: n for n in source.graph.node}
+    inits = {i.name for i in pre.graph.initializer}
+    by_output = {o: n.name for n in pre.graph.node for o in n.output}
+    by_weight = {i: n.name for n in pre.graph.node for i in n.input[1:] if i in inits}
+    out = []
+    for name in wanted:
+        node = by_name[name]
+        match = next((by_output[o] for o in node.output if o in by_output), None)
+        if match is None:
+            match = next((by_weight[i] for i in node.input[1:] if i in by_weight), None)
+        if match is None:
+            raise ValueError(f"keep_fp32 node {name!r} ({node.op_type}) has no counterpart in the pre-processed graph; name its op type instead")
+        out.append(match)
+    return out
+
+
 def quantize_onnx(
     fp32_onnx: str | os.PathLike,
     out: str | os.PathLike,
@@ -243,7 +269,8 @@ def quantize_onnx(
             notes.append("not pre-processed (preprocess=False): ONNX Runtime's quantizer saw the graph as exported")
         pre_model = onnx.load(os.fspath(pre))
         exclude_types = [k for k in keep_fp32 if k in op_types]
-        exclude_nodes = [n.name for n in pre_model.graph.node if n.op_type in exclude_types] + [k for k in keep_fp32 if k in names]
+        exclude_nodes = [n.name for n in pre_model.graph.node if n.op_type in exclude_types]
+        exclude_nodes += _names_after_preprocessing(source, pre_model, [k for k in keep_fp32 if k in names])
         calib_method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}[method]
         extra: dict[str, Any] = {"WeightSymmetric": True, "ActivationSymmetric": False}
         if method == "percentile":
@@ -292,6 +319,12 @@ def quantize_onnx(
             if fused:
                 notes.append(f"kept out of quantization but still run in int8: {', '.join(fused)} (ONNX Runtime fuses a "
                              "dequantize -> op -> quantize chain between quantized neighbours into QLinear ops)")  # fmt: skip
+            kept_convs = sum(1 for k in keep_fp32 if k in names and next(n for n in source.graph.node if n.name == k).op_type == "Conv")
+            kept_convs += sum(ops_fp32 for k, ops_fp32 in _op_counts_of(source).items() if k == "Conv" and "Conv" in keep_fp32)
+            if kept_convs:
+                notes.append(f"{as_run.get('Conv', 0)} of the {kept_convs} convolution(s) kept in fp32 run in fp32: smallnets' runtime loads "
+                             "this file without ONNX Runtime's WeightBiasQuantization transformer (which would quantize them at load "
+                             "time); another ONNX Runtime user must pass disabled_optimizers=['WeightBiasQuantization'] too")  # fmt: skip
     return QuantizeReport(path=os.fspath(out), bytes=size, fp32_bytes=Path(fp32_onnx).stat().st_size, method=method,
                           calibration_images=int(len(x)), per_channel=per_channel, keep_fp32=list(keep_fp32), ops=ops, ops_as_run=as_run,
                           top1_agreement=agreement, check_images=n_check, seconds=round(time.perf_counter() - started, 2),

@@ -133,6 +133,15 @@ def latency(runner: "OnnxClassifier", batch: int, *, runs: int = 20, warmup: int
     return {"median_ms": med, "p90_ms": p90, "images_per_s": batch * 1e3 / med}
 
 
+def disabled_optimizers(metadata: Mapping[str, Any]) -> list[str]:
+    """ONNX Runtime graph transformers a smallnets int8 file must run without: with layers kept in
+    fp32 (``smallnets quantize --keep-fp32``), ``WeightBiasQuantization``, which would otherwise
+    quantize the fp32 weights of a convolution that sits between quantized tensors at load time
+    and run it in int8 after all."""
+    quant = metadata.get("quantization") or {}
+    return ["WeightBiasQuantization"] if quant.get("keep_fp32") else []
+
+
 def runtime_ops(path: str | os.PathLike, *, optimization: str = "all") -> dict[str, int]:
     """Node count by op type of the graph ONNX Runtime actually runs for ``path`` on this machine,
     after its fusions (QDQ -> QLinearConv, Conv + activation, NCHWc layouts): which layers really
@@ -145,7 +154,8 @@ def runtime_ops(path: str | os.PathLike, *, optimization: str = "all") -> dict[s
     with tempfile.TemporaryDirectory(prefix="smallnets-ort-") as work:
         so = session_options(1, optimization=optimization)
         so.optimized_model_filepath = os.path.join(work, "as_run.onnx")
-        ort.InferenceSession(os.fspath(path), so, providers=["CPUExecutionProvider"])
+        props = {p.key: p.value for p in onnx.load(os.fspath(path), load_external_data=False).metadata_props}
+        ort.InferenceSession(os.fspath(path), so, providers=["CPUExecutionProvider"], disabled_optimizers=disabled_optimizers(read_metadata(props)))
         counts: dict[str, int] = {}
         for node in onnx.load(so.optimized_model_filepath).graph.node:
             counts[node.op_type] = counts.get(node.op_type, 0) + 1
@@ -180,10 +190,14 @@ class OnnxClassifier:
         try:
             self.session = ort.InferenceSession(os.fspath(self.path), session_options(threads, optimization=optimization),
                                                 providers=["CPUExecutionProvider"])  # fmt: skip
+            self.metadata = read_metadata(self.session.get_modelmeta().custom_metadata_map)
+            disabled = disabled_optimizers(self.metadata)
+            if disabled:  # layers kept in fp32 on purpose: a session that leaves them so
+                self.session = ort.InferenceSession(os.fspath(self.path), session_options(threads, optimization=optimization),
+                                                    providers=["CPUExecutionProvider"], disabled_optimizers=disabled)  # fmt: skip
         except Exception as e:  # ORT raises its own Fail / InvalidGraph / InvalidProtobuf types
             raise ValueError(f"{self.path}: ONNX Runtime cannot load it ({type(e).__name__}: {str(e).strip()[:300]})") from e
         self.threads = threads
-        self.metadata = read_metadata(self.session.get_modelmeta().custom_metadata_map)
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             shown = ", ".join(f"{i.name} {i.shape}" for i in inputs)
