@@ -90,15 +90,26 @@ def gemm_peaks(threads: int, n: int = 2048, runs: int = 10) -> dict:
             "ort_matmul_fp32_gflops": ort_fp32, "ort_matmulinteger_int8_gops": ort_int8, "n": n, "threads": threads}  # fmt: skip
 
 
-def accuracy(run: Path, work: Path, calib: int) -> dict:
-    """Validation top-1 of a CIFAR-trained run: PyTorch fp32, ONNX Runtime fp32 and int8 PTQ (calibrated on training images)."""
+def accuracy(run: Path, work: Path, calib: int, qat_epochs: int = 0, qat_precision: str = "fp32", qat_max_minutes: float | None = None) -> dict:
+    """Validation top-1 of a CIFAR-trained run: PyTorch fp32, ONNX Runtime fp32, int8 PTQ (calibrated
+    on training images) and, with ``qat_epochs``, int8 after quantization-aware training."""
     from smallnets.quantization import quantize_run
 
+    t0 = time.time()
     report = quantize_run(run, calib=calib, out=work, name=f"{run.name}-int8", latency=False)
     rows = {r["stage"]: r["top1"] for r in report["rows"]}
-    return {"fp32": rows["PyTorch fp32 (eager)"], "onnx_fp32": rows["ONNX Runtime fp32"], "int8_ptq": rows["ONNX Runtime int8"],
-            "int8_qat": None, "int8_file": report["quantize"].path, "ops_as_run": report["quantize"].ops_as_run,
-            "bytes": {r["stage"]: r["bytes"] for r in report["rows"]}}  # fmt: skip
+    out = {"fp32": rows["PyTorch fp32 (eager)"], "onnx_fp32": rows["ONNX Runtime fp32"], "int8_ptq": rows["ONNX Runtime int8"],
+           "int8_qat": None, "int8_file": report["quantize"].path, "ops_as_run": report["quantize"].ops_as_run,
+           "bytes": {r["stage"]: r["bytes"] for r in report["rows"]}, "ptq_seconds": round(time.time() - t0, 1)}  # fmt: skip
+    if qat_epochs:
+        t0 = time.time()
+        q = quantize_run(run, calib=calib, out=work, name=f"{run.name}-qat", latency=False, qat_epochs=qat_epochs,
+                         train_overrides={"precision": qat_precision, "progress": False, "max_minutes": qat_max_minutes})  # fmt: skip
+        qrows = {r["stage"]: r["top1"] for r in q["rows"]}
+        out["int8_qat"] = qrows["ONNX Runtime int8 (QAT)"]
+        out["qat_fp32"] = qrows[f"after {qat_epochs} QAT epoch(s), PyTorch fp32"]
+        out["qat"] = {**{k: v for k, v in q["qat"].items() if k != "layers"}, "seconds": round(time.time() - t0, 1)}
+    return out
 
 
 def summarise(name: str, report, macs: int, peaks: dict) -> dict:
@@ -122,6 +133,20 @@ def summarise(name: str, report, macs: int, peaks: dict) -> dict:
     return out
 
 
+def _carry(results: dict, earlier: dict | None) -> None:
+    """Entries of an earlier run that this one did not measure again, each marked with its date."""
+    if not earlier:
+        return
+    when = (earlier.get("environment") or {}).get("date")
+    for part in ("models", "cifar"):
+        have = {e["model"] for e in results[part] if not e.get("carried_over_from")}
+        results[part] = [e for e in results[part] if not e.get("carried_over_from")]
+        for e in earlier.get(part, []):
+            if e["model"] not in have:
+                results[part].append({**e, "carried_over_from": e.get("carried_over_from") or when})
+    results["peaks_of_carried_over"] = earlier.get("peaks_of_carried_over") or earlier.get("peaks")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="*", default=MODELS)
@@ -132,7 +157,12 @@ def main(argv=None) -> int:
     ap.add_argument("--backends", nargs="+", default=list(DEFAULT_BACKENDS))
     ap.add_argument("--cifar-runs", nargs="*", default=[], type=Path, help="CIFAR-trained run directories (32 px, with accuracy)")
     ap.add_argument("--calib", type=int, default=512)
+    ap.add_argument("--qat-epochs", type=int, default=2, help="quantization-aware training epochs for each CIFAR run (0: none)")
+    ap.add_argument("--qat-precision", default="fp32", choices=("fp32", "bf16"), help="precision of the QAT fine-tune")
+    ap.add_argument("--qat-max-minutes", type=float, default=None, help="time budget of each QAT fine-tune (the best epoch so far is kept)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "inference.json")
+    ap.add_argument("--carry-over", action="store_true", help="keep the entries of --out that this run does not measure again "
+                                                                  "(marked with the date they were measured)")
     ap.add_argument("--peaks-only", action="store_true", help="measure the GEMM peaks again and update the fractions of peak in --out")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -151,6 +181,7 @@ def main(argv=None) -> int:
     results = {"benchmark": "inference", "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                "peaks": peaks, "models": [], "cifar": []}  # fmt: skip
     results["settings"]["cifar_runs"] = [str(p) for p in args.cifar_runs]
+    earlier = json.loads(args.out.read_text()) if args.carry_over and args.out.is_file() else None
     with tempfile.TemporaryDirectory(prefix="smallnets-inference-") as work:
         work = Path(work)
         targets = [(m, smallnets.create_model(m).eval(), None) for m in args.models] + [(p.name, p, p) for p in args.cifar_runs]
@@ -163,16 +194,17 @@ def main(argv=None) -> int:
             entry = summarise(name, report, macs, peaks)
             entry["seconds"] = round(time.time() - t0, 1)
             print(f"\n{report}\n{json.dumps(entry['goals'])}  ({entry['seconds']} s)", flush=True)
-            png = args.out.with_name(f"inference_{name}.png")
+            png = args.out.with_name(f"inference_{name}.png" if run is None else f"inference_cifar_{name}.png")
             plot_bench(report, png)
             if run is not None:
-                entry["accuracy"] = accuracy(run, work, args.calib)
+                entry["accuracy"] = accuracy(run, work, args.calib, args.qat_epochs, args.qat_precision, args.qat_max_minutes)
                 print(f"accuracy: {json.dumps({k: v for k, v in entry['accuracy'].items() if k not in ('ops_as_run', 'bytes')})}", flush=True)
                 results["cifar"].append(entry)
             else:
                 results["models"].append(entry)
             results["environment"] = report.environment
             results["wall_s"] = round(time.time() - started, 1)
+            _carry(results, earlier)
             atomic_write_text(args.out, json.dumps(results, indent=2, default=str) + "\n")  # after every model: a cut-off run keeps what it measured
     print(f"wrote {args.out} ({results['wall_s']} s)")
     return 0

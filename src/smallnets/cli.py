@@ -231,6 +231,20 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _print_profile(report, args) -> int:
+    if args.json:
+        print(json.dumps(report.to_dict(layers=args.layers), indent=2))
+        return 0
+    print(report.summary())
+    print()
+    print(report.kind_table())
+    if args.layers:
+        print()
+        print(report.layer_table())
+    print(f"\n{report.conventions['macs']}")
+    return 0
+
+
 def cmd_profile(args, extra) -> int:
     from smallnets._precision import DTYPES
     from smallnets.profiler import default_input_size, profile
@@ -248,17 +262,7 @@ def cmd_profile(args, extra) -> int:
         if knobs:
             raise ValueError(f"model knobs cannot be combined with an ONNX file, got {', '.join('--' + k.replace('_', '-') for k in knobs)}")
         report = profile_onnx(args.pretrained, latency=not args.no_latency, batch_size=args.batch_size, runs=args.runs, threads=args.threads)
-        if args.json:
-            print(json.dumps(report.to_dict(layers=args.layers), indent=2))
-            return 0
-        print(report.summary())
-        print()
-        print(report.kind_table())
-        if args.layers:
-            print()
-            print(report.layer_table())
-        print(f"\n{report.conventions['macs']}")
-        return 0
+        return _print_profile(report, args)
     if args.pretrained:
         # the model is the checkpoint's: its format's knobs and classes, at the format's crop size
         from smallnets.pretrained import load_pretrained
@@ -298,17 +302,7 @@ def cmd_profile(args, extra) -> int:
         channels_last=args.channels_last,
         **knobs,
     )
-    if args.json:
-        print(json.dumps(report.to_dict(layers=args.layers), indent=2))
-        return 0
-    print(report.summary())
-    print()
-    print(report.kind_table())
-    if args.layers:
-        print()
-        print(report.layer_table())
-    print(f"\n{report.conventions['macs']}")
-    return 0
+    return _print_profile(report, args)
 
 
 def cmd_compare(args) -> int:
