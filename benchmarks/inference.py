@@ -90,9 +90,11 @@ def gemm_peaks(threads: int, n: int = 2048, runs: int = 10) -> dict:
             "ort_matmul_fp32_gflops": ort_fp32, "ort_matmulinteger_int8_gops": ort_int8, "n": n, "threads": threads}  # fmt: skip
 
 
-def accuracy(run: Path, work: Path, calib: int, qat_epochs: int = 0, qat_precision: str = "fp32", qat_max_minutes: float | None = None) -> dict:
+def accuracy(run: Path, work: Path, calib: int, qat_epochs: int = 0, qat_precision: str = "fp32", qat_max_minutes: float | None = None,
+             qat_threshold: float = 0.0) -> dict:  # fmt: skip
     """Validation top-1 of a CIFAR-trained run: PyTorch fp32, ONNX Runtime fp32, int8 PTQ (calibrated
-    on training images) and, with ``qat_epochs``, int8 after quantization-aware training."""
+    on training images) and, with ``qat_epochs``, int8 after quantization-aware training where PTQ
+    lost more than ``qat_threshold`` points against ONNX Runtime fp32 (QAT where PTQ loses)."""
     from smallnets.quantization import quantize_run
 
     t0 = time.time()
@@ -101,7 +103,10 @@ def accuracy(run: Path, work: Path, calib: int, qat_epochs: int = 0, qat_precisi
     out = {"fp32": rows["PyTorch fp32 (eager)"], "onnx_fp32": rows["ONNX Runtime fp32"], "int8_ptq": rows["ONNX Runtime int8"],
            "int8_qat": None, "int8_file": report["quantize"].path, "ops_as_run": report["quantize"].ops_as_run,
            "bytes": {r["stage"]: r["bytes"] for r in report["rows"]}, "ptq_seconds": round(time.time() - t0, 1)}  # fmt: skip
-    if qat_epochs:
+    out["ptq_loss"] = out["onnx_fp32"] - out["int8_ptq"]  # against the true fp32 graph (the eager row runs in the run's precision)
+    if qat_epochs and out["ptq_loss"] <= qat_threshold:
+        out["qat"] = f"not run: post-training quantization lost {out['ptq_loss']:.2f} points (threshold {qat_threshold})"
+    elif qat_epochs:
         t0 = time.time()
         q = quantize_run(run, calib=calib, out=work, name=f"{run.name}-qat", latency=False, qat_epochs=qat_epochs,
                          train_overrides={"precision": qat_precision, "progress": False, "max_minutes": qat_max_minutes})  # fmt: skip
@@ -159,6 +164,7 @@ def main(argv=None) -> int:
     ap.add_argument("--calib", type=int, default=512)
     ap.add_argument("--qat-epochs", type=int, default=2, help="quantization-aware training epochs for each CIFAR run (0: none)")
     ap.add_argument("--qat-precision", default="fp32", choices=("fp32", "bf16"), help="precision of the QAT fine-tune")
+    ap.add_argument("--qat-threshold", type=float, default=0.0, help="run QAT only where PTQ loses more than this many points (default: any loss)")
     ap.add_argument("--qat-max-minutes", type=float, default=None, help="time budget of each QAT fine-tune (the best epoch so far is kept)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "inference.json")
     ap.add_argument("--carry-over", action="store_true", help="keep the entries of --out that this run does not measure again "
@@ -197,7 +203,7 @@ def main(argv=None) -> int:
             png = args.out.with_name(f"inference_{name}.png" if run is None else f"inference_cifar_{name}.png")
             plot_bench(report, png)
             if run is not None:
-                entry["accuracy"] = accuracy(run, work, args.calib, args.qat_epochs, args.qat_precision, args.qat_max_minutes)
+                entry["accuracy"] = accuracy(run, work, args.calib, args.qat_epochs, args.qat_precision, args.qat_max_minutes, args.qat_threshold)
                 print(f"accuracy: {json.dumps({k: v for k, v in entry['accuracy'].items() if k not in ('ops_as_run', 'bytes')})}", flush=True)
                 results["cifar"].append(entry)
             else:

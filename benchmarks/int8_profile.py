@@ -25,6 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -36,12 +37,11 @@ from smallnets.export import export_onnx  # noqa: E402
 from smallnets.quantization import quantize_onnx  # noqa: E402
 from smallnets.runtime import session_options  # noqa: E402
 
-MODELS = ["mobilenet_v1", "mobilenet_v2", "squeezenet1_1"]
+MODELS = ["mobilenet_v1", "mobilenet_v2", "squeezenet1_1", "efficientnet_b0"]
 
 
 def depthwise_nodes(path: Path) -> list[str]:
     """Names of the grouped convolutions with one input channel per group (depthwise) in an fp32 ONNX file."""
-    import onnx
     from onnx import numpy_helper
 
     g = onnx.load(str(path)).graph
@@ -128,6 +128,10 @@ def main(argv=None) -> int:
             if dw:
                 variants["int8, depthwise fp32"] = work / f"{name}.int8-dwfp32.onnx"
                 quantize_onnx(fp32, variants["int8, depthwise fp32"], calib, keep_fp32=dw)
+            ops = {n.op_type for n in onnx.load(str(fp32)).graph.node}
+            if {"Sigmoid", "Mul"} <= ops:  # SiLU and squeeze-and-excitation: the QDQ pairs users complain about
+                variants["int8, Sigmoid + Mul fp32"] = work / f"{name}.int8-silufp32.onnx"
+                quantize_onnx(fp32, variants["int8, Sigmoid + Mul fp32"], calib, keep_fp32=["Sigmoid", "Mul"])
             entry = {"model": name, "depthwise_convs": len(dw), "files": {k: v.stat().st_size for k, v in variants.items()}, "batches": {}}
             for batch in args.batches:
                 profiles = {k: node_profile(v, batch, args.threads, args.runs if batch == 1 else max(5, args.runs // 4)) for k, v in variants.items()}

@@ -581,8 +581,9 @@ def cmd_quantize(args, extra) -> int:
                           train_overrides=train_opts, data_overrides=data_opts)  # fmt: skip
     if report["qat"] is not None:
         q = report["qat"]
-        print(f"quantization-aware training: {q['epochs']} epoch(s), simulated int8 top-1 {q['simulated_int8_top1_before']:.2f}% "
-              f"before, {q['simulated_int8_top1_best']:.2f}% after (best epoch)")  # fmt: skip
+        after = "not validated (stopped before an epoch ended)" if q["simulated_int8_top1_best"] is None else f"{q['simulated_int8_top1_best']:.2f}% after (best epoch)"
+        print(f"quantization-aware training: {q['epochs']} epoch(s) ({q['status']}), simulated int8 top-1 "
+              f"{q['simulated_int8_top1_before']:.2f}% before, {after}")  # fmt: skip
     print(report["export"])
     print(report["quantize"])
     print()
