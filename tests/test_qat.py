@@ -51,6 +51,7 @@ def test_the_simulation_quantizes_the_tensors_onnx_runtime_quantizes_with_its_sc
         fp32 = model(x).numpy()
     ctrl = prepare_qat(model)
     ctrl.calibrate([x])
+    assert not hasattr(x, "_smallnets_int8")  # the caller's batch is left as it was
     ours = sorted(o.qparams()[0] for o in ctrl.observers.values() if o.low is not None)
     theirs = ort_activation_scales(tmp_path / "q.onnx")
     assert len(ours) == len(theirs) and np.allclose(ours, theirs, rtol=1e-5)  # the same tensors, the same grids

@@ -91,8 +91,8 @@ class Observer:
             self.update(x)
         if self.low is None:  # nothing to simulate yet
             return x
-        if self.forced:  # calibrating on the fp32 values: marked as observed, not changed
-            return _mark(x)
+        if self.forced:  # calibrating on the fp32 values: marked as observed, not changed (a view: the caller's tensor stays unmarked)
+            return _mark(x.view_as(x))
         scale, zero = self.qparams()
         return _mark(torch.fake_quantize_per_tensor_affine(x.float(), scale, zero, A_QMIN, A_QMAX).to(x.dtype))
 
@@ -181,7 +181,8 @@ class QatController:
         return seen
 
     def describe(self) -> dict:
-        return {"freeze_bn": self.freeze_bn, "freeze_observers": self.freeze_observers, "observers": len(self.observers),
+        used = sum(1 for o in self.observers.values() if o.low is not None)  # a block whose output a layer quantized needs none
+        return {"freeze_bn": self.freeze_bn, "freeze_observers": self.freeze_observers, "observed_tensors": used,
                 "folded_conv_bn": len(self.conv_bn), "quantized_weights": len(self.weights)}  # fmt: skip
 
     def ranges(self) -> dict[str, tuple[float, float] | None]:
