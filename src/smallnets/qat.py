@@ -10,7 +10,8 @@ QDQ format, the scheme of Jacob et al., CVPR 2018):
 - activations: uint8, asymmetric, the range an observer tracks (exponential moving average of each
   batch's min / max, widened to contain 0: ONNX Runtime's min-max calibration), once per tensor:
   at the output of every activation (ReLU, ReLU6, SiLU, Sigmoid ...), of every convolution that no
-  activation follows (linear bottlenecks), of every Linear layer (the logits too), of every block
+  ReLU / ReLU6 follows (linear bottlenecks; and before SiLU, which ONNX Runtime runs as Sigmoid and
+  Mul on the quantized convolution output), of every Linear layer (the logits too), of every block
   whose own computation (a residual add, a concatenation, a squeeze-and-excitation product, a
   channel shuffle) produced its output, and at the input of a Conv2d / Linear that receives a
   tensor nothing quantized yet (the image, a pooling's output).
@@ -45,6 +46,10 @@ from smallnets._checks import check_range
 W_QMIN, W_QMAX = -127, 127  # ONNX Runtime's symmetric int8 weights
 A_QMIN, A_QMAX = 0, 255  # uint8 activations
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Sigmoid, nn.Hardswish, nn.Hardsigmoid, nn.GELU, nn.LeakyReLU, nn.Tanh)
+# activations ONNX Runtime folds into the quantized convolution before them (Relu, Clip): the
+# convolution's output is quantized only after them. Any other (SiLU = Sigmoid + Mul ...) reads a
+# quantized convolution output, its full pre-activation range on the uint8 grid.
+ABSORBED = (nn.ReLU, nn.ReLU6)
 
 
 def fake_quantize_weight(w: torch.Tensor) -> torch.Tensor:
@@ -245,6 +250,10 @@ def _linear_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return F.linear(x, w, self.bias)
 
 
+def _silu_forward(self: nn.SiLU, x: torch.Tensor) -> torch.Tensor:
+    return x * self._qat["sigmoid"](torch.sigmoid(x), self.training)
+
+
 def _output_hook(observer: Observer):
     def hook(module, args, output):
         if isinstance(output, torch.Tensor) and not _quantized(output):
@@ -285,7 +294,7 @@ def prepare_qat(model: nn.Module, *, freeze_bn: float = 0.5, freeze_observers: f
                 j += 1
             while j < len(mods) and isinstance(mods[j], (nn.Identity, nn.Dropout)):
                 j += 1
-            if j < len(mods) and isinstance(mods[j], ACTIVATIONS):
+            if j < len(mods) and isinstance(mods[j], ABSORBED):
                 followed_by_activation.add(mod)
     paired_bn = set(pair_of.values())
     for module in list(model.modules()):
@@ -312,6 +321,10 @@ def prepare_qat(model: nn.Module, *, freeze_bn: float = 0.5, freeze_observers: f
             ctrl._patched.append(module)
             ctrl.weights.append(name)
         elif isinstance(module, ACTIVATIONS):
+            if type(module) is nn.SiLU:  # ONNX Runtime runs it as Sigmoid and Mul: the sigmoid's output is quantized too
+                module.__dict__["_qat"] = {"sigmoid": observer(f"{name}.sigmoid"), "controller": ctrl}
+                module.forward = types.MethodType(_silu_forward, module)
+                ctrl._patched.append(module)
             ctrl._handles.append(module.register_forward_hook(_output_hook(observer(f"{name}.output"))))
         elif type(module) is nn.BatchNorm2d and module not in paired_bn and module.track_running_stats:
             module.__dict__["_qat"] = {"controller": ctrl, "paired": False}  # pre-activation BatchNorm (DenseNet): frozen at the same point
