@@ -229,12 +229,16 @@ def test_export_predict_and_eval_from_the_command_line(trained, tmp_path):
     res = run_cli("predict", str(trained), str(images / "square"), "--top-k", "2", "--json")
     torch_preds = json.loads(res.stdout)
     assert [[s["label"] for s in p["predictions"]] for p in onnx_preds] == [[s["label"] for s in p["predictions"]] for p in torch_preds]
-    res = run_cli("eval", str(out), "--data", str(images), "--json", "--confusion", "")
+    res = run_cli("eval", str(out), "--data", str(images), "--split", "all", "--json", "--confusion", "")
     assert res.returncode == 0, res.stderr
     got = json.loads(res.stdout)
     ref = json.loads(run_cli("eval", str(trained), "--data", str(images), "--split", "all", "--json", "--confusion", "").stdout)
     assert got["count"] == ref["count"] == len(list(images.rglob("*.png"))) and got["top1"] == ref["top1"]
     assert got["precision"] == "fp32 (ONNX Runtime)"
+    # on its source run's own data the file, like the run, is scored on the validation split by default
+    got = json.loads(run_cli("eval", str(out), "--data", str(images), "--json", "--confusion", "").stdout)
+    ref = json.loads(run_cli("eval", str(trained), "--json", "--confusion", "").stdout)
+    assert got["split"] == ref["split"] == "val" and got["count"] == ref["count"] < len(list(images.rglob("*.png")))
 
 
 def test_int8_quantization_is_per_channel_calibrated_off_the_validation_split_and_agrees(trained, trained_onnx, tmp_path):

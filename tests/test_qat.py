@@ -157,8 +157,10 @@ def test_calibration_images_come_off_the_validation_split_of_a_train_only_archiv
 
 def test_quantize_with_qat_epochs_writes_a_training_run_with_its_int8_file(trained, tmp_path):
     before = file_snapshot(trained)
+    # BatchNorm frozen from the start: on this 24-image, 16-px run the BN-learning phase drifts the statistics until folding
+    # them is ill-conditioned and the export check (1e-4) refuses the file (see the closing note of issue 13)
     res = run_cli("quantize", str(trained), "--qat-epochs", "2", "--calib", "16", "--out", str(tmp_path), "--name", "qat",
-                  "--lr", "0.01", "--progress", "false", "--no-latency")  # fmt: skip
+                  "--lr", "0.002", "--freeze-bn", "0", "--progress", "false", "--no-latency")  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert file_snapshot(trained) == before
     out = tmp_path / "qat"
@@ -170,7 +172,7 @@ def test_quantize_with_qat_epochs_writes_a_training_run_with_its_int8_file(train
     qat = report["settings"]["qat"]
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 2 and qat["simulated_int8_top1_best"] == max(m["val_top1"] for m in metrics)
-    assert qat["lr"] == pytest.approx(0.01) and qat["precision"] == "fp32" and qat["layers"]["folded_conv_bn"] > 0
+    assert qat["lr"] == pytest.approx(0.002) and qat["precision"] == "fp32" and qat["layers"]["folded_conv_bn"] > 0
     assert "simulated int8 top-1" in res.stdout and "| ONNX Runtime int8 (QAT) |" in res.stdout
     config = json.loads((out / "config.json").read_text())
     assert config["train"]["epochs"] == 2 and config["model"]["name"] == "mobilenet_v2"

@@ -63,7 +63,8 @@ def fake_quantize_weight(w: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Observer:
-    """Min / max of one activation tensor (an EMA over batches with ``momentum``; the first batch sets it)."""
+    """Min / max of one activation tensor: while training an EMA over batches with ``momentum`` (the
+    first batch sets it); while calibrating (``forced``) the extremes over every batch."""
 
     momentum: float = 0.01
     frozen: bool = False
@@ -77,6 +78,8 @@ class Observer:
         lo, hi = float(lo), float(hi)
         if self.low is None:
             self.low, self.high = lo, hi
+        elif self.forced:  # calibration: min / max over every batch, as ONNX Runtime's MinMax calibrater takes them
+            self.low, self.high = min(self.low, lo), max(self.high, hi)
         else:
             self.low += self.momentum * (lo - self.low)
             self.high += self.momentum * (hi - self.high)
