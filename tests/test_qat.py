@@ -130,6 +130,12 @@ def test_observer_ranges_contain_zero_and_follow_the_moving_average():
     y = obs(torch.tensor([0.005, 1.0, 9.0]), training=False)  # eval: not updated; rounded to the grid, clipped to the range
     assert (obs.low, obs.high) == (1.0, 4.0)
     assert float(y[0]) == 0.0 and float(y[1]) == pytest.approx(64 * scale) and float(y[2]) == pytest.approx(4.0)
+    extremes = Observer(mode="minmax")  # what the export's min-max calibration takes: the extremes over every batch
+    extremes(torch.tensor([1.0, 3.0]), training=True)
+    extremes(torch.tensor([-2.0, 2.0]), training=True)
+    assert (extremes.low, extremes.high) == (-2.0, 3.0)
+    with pytest.raises(ValueError, match="ranges must be one of"):
+        prepare_qat(smallnets.create_model("mobilenet_v1", num_classes=5, cifar=True), ranges="kl")
 
 
 def test_calibration_images_come_off_the_validation_split_of_a_train_only_archive(tmp_path):

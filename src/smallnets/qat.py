@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from smallnets._checks import check_range
+from smallnets._checks import check_choice, check_range
 
 W_QMIN, W_QMAX = -127, 127  # ONNX Runtime's symmetric int8 weights
 A_QMIN, A_QMAX = 0, 255  # uint8 activations
@@ -69,6 +69,7 @@ class Observer:
     momentum: float = 0.01
     frozen: bool = False
     forced: bool = False  # observe in eval mode too (calibration before training)
+    mode: str = "ema"  # "ema": moving average of each batch's extremes; "minmax": the extremes over every batch seen
     low: float | None = None
     high: float | None = None
     batches: int = 0
@@ -78,7 +79,7 @@ class Observer:
         lo, hi = float(lo), float(hi)
         if self.low is None:
             self.low, self.high = lo, hi
-        elif self.forced:  # calibration: min / max over every batch, as ONNX Runtime's MinMax calibrater takes them
+        elif self.forced or self.mode == "minmax":  # calibration (or minmax ranges): min / max over every batch, as ONNX Runtime's MinMax calibrater takes them
             self.low, self.high = min(self.low, lo), max(self.high, hi)
         else:
             self.low += self.momentum * (lo - self.low)
@@ -266,22 +267,31 @@ def _output_hook(observer: Observer):
     return hook
 
 
-def prepare_qat(model: nn.Module, *, freeze_bn: float = 0.5, freeze_observers: float = 0.75, momentum: float = 0.01) -> QatController:
+RANGES = ("ema", "minmax")
+
+
+def prepare_qat(model: nn.Module, *, freeze_bn: float = 0.5, freeze_observers: float = 0.75, momentum: float = 0.01,
+                ranges: str = "ema") -> QatController:  # fmt: skip
     """Make ``model`` (in place) train with int8 fake quantization; returns the controller, which is
     also the trainer hook that freezes BatchNorm after ``freeze_bn`` and the activation ranges after
-    ``freeze_observers`` of the training steps (fractions in [0, 1]; 0: from the start)."""
+    ``freeze_observers`` of the training steps (fractions in [0, 1]; 0: from the start).
+    ``ranges``: how an observer follows its tensor while training, ``"ema"`` (moving average of
+    each batch's min / max, ``momentum``) or ``"minmax"`` (the extremes over every batch: the
+    statistic ONNX Runtime's min-max calibration takes when the trained weights are exported, so
+    that training sees the grid the file will use)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__qualname__}")
     check_range("freeze_bn", freeze_bn, 0.0, 1.0)
     check_range("freeze_observers", freeze_observers, 0.0, 1.0)
     check_range("momentum", momentum, 0.0, 1.0, low_open=True)
+    check_choice("ranges", ranges, RANGES)
     if any("_qat" in m.__dict__ for m in model.modules()):
         raise ValueError("model is already prepared for quantization-aware training (call remove() on its controller first)")
     ctrl = QatController(model, freeze_bn=float(freeze_bn), freeze_observers=float(freeze_observers))
     names = {m: n for n, m in model.named_modules()}
 
     def observer(key: str) -> Observer:
-        return ctrl.observers.setdefault(key, Observer(momentum=momentum))
+        return ctrl.observers.setdefault(key, Observer(momentum=momentum, mode=ranges))
 
     # Conv -> BatchNorm pairs (folded on export), and what follows each convolution
     pair_of: dict[nn.Module, nn.BatchNorm2d] = {}

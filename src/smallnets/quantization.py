@@ -385,6 +385,7 @@ def quantize_run(
     qat_epochs: int = 0,
     freeze_bn: float = 0.5,
     freeze_observers: float = 0.75,
+    qat_ranges: str = "ema",
     train_overrides: Mapping[str, Any] | None = None,
     data_overrides: Mapping[str, Any] | None = None,
 ) -> dict:
@@ -418,7 +419,7 @@ def quantize_run(
     qat = None
     if qat_epochs:
         qat = _qat_finetune(run, epochs=qat_epochs, name=name, out=out, freeze_bn=freeze_bn, freeze_observers=freeze_observers,
-                            train_overrides=train_overrides, data_overrides=data_overrides)  # fmt: skip
+                            ranges=qat_ranges, train_overrides=train_overrides, data_overrides=data_overrides)  # fmt: skip
         dest = RunDir(qat["run_dir"]).claim()
     else:
         if train_overrides or data_overrides:
@@ -492,7 +493,7 @@ def quantize_run(
             "export": export, "quantize": report, "qat": qat}  # fmt: skip
 
 
-def _qat_finetune(run, *, epochs: int, name: str | None, out, freeze_bn: float, freeze_observers: float,
+def _qat_finetune(run, *, epochs: int, name: str | None, out, freeze_bn: float, freeze_observers: float, ranges: str,
                   train_overrides: Mapping[str, Any] | None, data_overrides: Mapping[str, Any] | None) -> dict:  # fmt: skip
     """Quantization-aware fine-tuning of ``run``'s weights into a new run directory (see ``quantize_run``)."""
     from smallnets.compress.workflow import _finetune_config
@@ -511,7 +512,7 @@ def _qat_finetune(run, *, epochs: int, name: str | None, out, freeze_bn: float, 
     config = _finetune_config(run, epochs=epochs, name=name or f"{run.path.name}-qat", out=out, distill=False,
                               train_overrides=overrides, data_overrides=dict(data_overrides or {}))  # fmt: skip
     model = load_weights(run.weights())
-    controller = prepare_qat(model, freeze_bn=freeze_bn, freeze_observers=freeze_observers)
+    controller = prepare_qat(model, freeze_bn=freeze_bn, freeze_observers=freeze_observers, ranges=ranges)
     trainer = Trainer(config, model=model, hooks=[controller])
     try:
         calibrated = controller.calibrate(trainer.data.train.epoch_batches(0), max_batches=8, channels_last=config.train.channels_last)
@@ -520,6 +521,6 @@ def _qat_finetune(run, *, epochs: int, name: str | None, out, freeze_bn: float, 
     finally:
         controller.remove()
     return {"run_dir": os.fspath(result.run_dir), "epochs": epochs, "status": result.status, "freeze_bn": freeze_bn,
-            "freeze_observers": freeze_observers, "observer_calibration_images": calibrated, "simulated_int8_top1_before": before,
+            "freeze_observers": freeze_observers, "ranges": ranges, "observer_calibration_images": calibrated, "simulated_int8_top1_before": before,
             "simulated_int8_top1_best": result.best_top1, "lr": trainer.base_lr, "precision": trainer.precision,
             "layers": controller.describe()}  # fmt: skip
