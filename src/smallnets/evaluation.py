@@ -64,17 +64,12 @@ def _file_batches(source: Path, kind: str, names: Sequence[str], labels: Sequenc
             yield x, y_all[ok].to(device)
 
 
-def _source_run_of_onnx(file: Path):
+def _source_run_of_onnx(meta: dict):
     """(run, note) of the training run an ONNX file was exported from, by its ``smallnets.source``
-    metadata, when that run is still there; (None, None) otherwise."""
-    import onnx
-
+    metadata (``meta``: the file's parsed smallnets metadata), when that run is still there; (None, None) otherwise."""
     from smallnets.checkpoint import _file_sha256
     from smallnets.rundir import find_run
-    from smallnets.runtime import read_metadata
 
-    proto = onnx.load(os.fspath(file), load_external_data=False)
-    meta = read_metadata({p.key: p.value for p in proto.metadata_props})
     source = meta.get("source")
     if not source or not Path(source).is_file():
         return None, None
@@ -154,13 +149,13 @@ def evaluate_weights(
         run = RunDir(Path(run)).read_back()
     else:
         run = find_run(file, given)
-    source_note = None
-    if run is None and file.suffix == ".onnx":  # an exported / quantized file kept elsewhere: the run of the weights it came from
-        run, source_note = _source_run_of_onnx(file)
     if file.suffix == ".onnx" and str(device) == "auto":
         dev = torch.device("cpu")  # ONNX Runtime's CPU provider
     model = load_weights(file, device=dev if file.suffix != ".onnx" or dev.type != "cpu" else None)
     meta = model.smallnets_meta
+    source_note = None
+    if run is None and file.suffix == ".onnx":  # an exported / quantized file kept elsewhere: the run of the weights it came from
+        run, source_note = _source_run_of_onnx(meta.get("onnx_metadata") or {})
     model_classes = meta.get("classes")
     if not model_classes:
         raise ValueError(f"weights {str(file)!r} name no classes in their sidecar; evaluation matches the data's classes to them by name")

@@ -559,7 +559,7 @@ def profile_onnx(
         lat = measure_latency(module, input_size, batch_size=batch_size, warmup=warmup, runs=runs, max_seconds=max_seconds, threads=threads)
         lat = dataclasses.replace(lat, dtype=precision, device=f"cpu, ONNX Runtime {_ort_version()}",
                                   threads=threads if threads is not None else (os.cpu_count() or 1))  # ORT's default: one per core
-    return dataclasses.replace(report, latency=lat, stored=stored, nonzero_params=None)
+    return dataclasses.replace(report, latency=lat, stored=stored)
 
 
 def _ort_version() -> str:

@@ -99,8 +99,7 @@ def calibration_files(run_dir: str | os.PathLike, count: int, seed: int = 0) -> 
                          "pass calibration images yourself (--calib-data)")  # fmt: skip
     from smallnets.data.sources import ArchiveSource, FolderSource, is_archive
 
-    follow = bool(getattr(past.config.data, "follow_links", False))
-    source = ArchiveSource(Path(data)) if is_archive(Path(data)) else FolderSource(Path(data), follow_links=follow)
+    source = ArchiveSource(Path(data)) if is_archive(Path(data)) else FolderSource(Path(data), follow_links=past.config.data.follow_links)
     catalog = source.catalog(None)  # the listing the trainer split: names as split.json records them
     by_class: dict[int, list[str]] = {}
     for name, label, part in zip(catalog.names, catalog.labels, catalog.parts):
@@ -188,13 +187,6 @@ class _Reader:
         self.i = 0
 
 
-def _op_counts_of(model) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for n in model.graph.node:
-        counts[n.op_type] = counts.get(n.op_type, 0) + 1
-    return counts
-
-
 def _names_after_preprocessing(source, pre, wanted: Sequence[str]) -> list[str]:
     """The pre-processed graph's names of the source graph's nodes ``wanted`` (the pre-processing
     renames nodes): the node computing the same output tensor, else the one reading the same weight."""
@@ -245,6 +237,7 @@ def quantize_onnx(
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from smallnets.export import _op_counts
     from smallnets.runtime import OnnxClassifier
 
     started = time.perf_counter()
@@ -308,9 +301,7 @@ def quantize_onnx(
                 int8 = OnnxClassifier(tmp)
                 agreement = float((fp32(xc).argmax(1) == int8(xc).argmax(1)).mean())
                 n_check = len(xc)
-            ops: dict[str, int] = {}
-            for n in model.graph.node:
-                ops[n.op_type] = ops.get(n.op_type, 0) + 1
+            ops = _op_counts(model)
             size = tmp.stat().st_size
             from smallnets.runtime import runtime_ops
 
@@ -319,8 +310,7 @@ def quantize_onnx(
             if fused:
                 notes.append(f"kept out of quantization but still run in int8: {', '.join(fused)} (ONNX Runtime fuses a "
                              "dequantize -> op -> quantize chain between quantized neighbours into QLinear ops)")  # fmt: skip
-            kept_convs = sum(1 for k in keep_fp32 if k in names and next(n for n in source.graph.node if n.name == k).op_type == "Conv")
-            kept_convs += sum(ops_fp32 for k, ops_fp32 in _op_counts_of(source).items() if k == "Conv" and "Conv" in keep_fp32)
+            kept_convs = sum(1 for n in source.graph.node if n.op_type == "Conv" and ("Conv" in keep_fp32 or n.name in keep_fp32))
             if kept_convs:
                 notes.append(f"{as_run.get('Conv', 0)} of the {kept_convs} convolution(s) kept in fp32 run in fp32: smallnets' runtime loads "
                              "this file without ONNX Runtime's WeightBiasQuantization transformer (which would quantize them at load "
