@@ -91,7 +91,7 @@ def gemm_peaks(threads: int, n: int = 2048, runs: int = 10) -> dict:
 
 
 def accuracy(run: Path, work: Path, calib: int, qat_epochs: int = 0, qat_precision: str = "fp32", qat_max_minutes: float | None = None,
-             qat_threshold: float = 0.0) -> dict:  # fmt: skip
+             qat_threshold: float = 0.0, qat_freeze_bn: float = 0.0) -> dict:  # fmt: skip
     """Validation top-1 of a CIFAR-trained run: PyTorch fp32, ONNX Runtime fp32, int8 PTQ (calibrated
     on training images) and, with ``qat_epochs``, int8 after quantization-aware training where PTQ
     lost more than ``qat_threshold`` points against ONNX Runtime fp32 (QAT where PTQ loses)."""
@@ -108,7 +108,7 @@ def accuracy(run: Path, work: Path, calib: int, qat_epochs: int = 0, qat_precisi
         out["qat"] = f"not run: post-training quantization lost {out['ptq_loss']:.2f} points (threshold {qat_threshold})"
     elif qat_epochs:
         t0 = time.time()
-        q = quantize_run(run, calib=calib, out=work, name=f"{run.name}-qat", latency=False, qat_epochs=qat_epochs,
+        q = quantize_run(run, calib=calib, out=work, name=f"{run.name}-qat", latency=False, qat_epochs=qat_epochs, freeze_bn=qat_freeze_bn,
                          train_overrides={"precision": qat_precision, "progress": False, "max_minutes": qat_max_minutes})  # fmt: skip
         qrows = {r["stage"]: r["top1"] for r in q["rows"]}
         out["int8_qat"] = qrows["ONNX Runtime int8 (QAT)"]
@@ -165,6 +165,7 @@ def main(argv=None) -> int:
     ap.add_argument("--qat-epochs", type=int, default=2, help="quantization-aware training epochs for each CIFAR run (0: none)")
     ap.add_argument("--qat-precision", default="fp32", choices=("fp32", "bf16"), help="precision of the QAT fine-tune")
     ap.add_argument("--qat-threshold", type=float, default=0.0, help="run QAT only where PTQ loses more than this many points (default: any loss)")
+    ap.add_argument("--qat-freeze-bn", type=float, default=0.0, help="QAT: BatchNorm frozen after this fraction of the steps (default: 0, from the start)")
     ap.add_argument("--qat-max-minutes", type=float, default=None, help="time budget of each QAT fine-tune (the best epoch so far is kept)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "inference.json")
     ap.add_argument("--carry-over", action="store_true", help="keep the entries of --out that this run does not measure again "
@@ -203,7 +204,7 @@ def main(argv=None) -> int:
             png = args.out.with_name(f"inference_{name}.png" if run is None else f"inference_cifar_{name}.png")
             plot_bench(report, png)
             if run is not None:
-                entry["accuracy"] = accuracy(run, work, args.calib, args.qat_epochs, args.qat_precision, args.qat_max_minutes, args.qat_threshold)
+                entry["accuracy"] = accuracy(run, work, args.calib, args.qat_epochs, args.qat_precision, args.qat_max_minutes, args.qat_threshold, args.qat_freeze_bn)
                 print(f"accuracy: {json.dumps({k: v for k, v in entry['accuracy'].items() if k not in ('ops_as_run', 'bytes')})}", flush=True)
                 results["cifar"].append(entry)
             else:

@@ -577,7 +577,7 @@ def cmd_quantize(args, extra) -> int:
     keep = [k for part in (args.keep_fp32 or []) for k in part.split(",") if k]
     report = quantize_run(args.run, calib=args.calib, calib_data=args.calib_data, method=args.method, keep_fp32=keep,
                           name=args.name, out=args.out, latency=not args.no_latency, qat_epochs=args.qat_epochs,
-                          freeze_bn=args.freeze_bn, freeze_observers=args.freeze_observers, qat_ranges=args.qat_ranges,
+                          freeze_bn=args.freeze_bn, freeze_observers=args.freeze_observers, qat_ranges=args.qat_ranges, export_ranges=args.export_ranges,
                           train_overrides=train_opts, data_overrides=data_opts)  # fmt: skip
     if report["qat"] is not None:
         q = report["qat"]
@@ -823,11 +823,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qat-epochs", type=int, default=0, metavar="N",
                    help="quantization-aware training first: N epochs of int8 fake-quantized fine-tuning on RUN's data (default: 0, none); "
                         "any training option (--lr, --batch-size, --max-minutes ...) applies to it")  # fmt: skip
-    p.add_argument("--freeze-bn", type=float, default=0.5, metavar="F", help="QAT: BatchNorm uses its running statistics after this fraction of the steps (default: %(default)s)")
+    p.add_argument("--freeze-bn", type=float, default=0.0, metavar="F", help="QAT: BatchNorm uses its running statistics after this fraction of the steps (default: %(default)s, from the start: a short fine-tune of a trained run has no statistics to learn, and learning them drifts them away from the ones the file folds)")
     p.add_argument("--freeze-observers", type=float, default=0.75, metavar="F", help="QAT: activation ranges stop moving after this fraction of the steps (default: %(default)s)")
     p.add_argument("--qat-ranges", choices=("ema", "minmax"), default="ema",
                    help="QAT: activation ranges as a moving average of each batch's min / max, or the extremes over every batch "
                         "(what the export's min-max calibration takes) (default: %(default)s)")  # fmt: skip
+    p.add_argument("--export-ranges", choices=("trained", "calibrated"), default="trained",
+                   help="QAT: the int8 file's activation ranges are the ones QAT trained with, or calibrated afresh on --calib "
+                        "images as without QAT (default: %(default)s)")  # fmt: skip
     p.add_argument("--name", help="output directory name (default: RUN-int8, with --qat-epochs RUN-qat)")
     p.add_argument("--out", help="parent folder of the output directory (default: RUN's)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurements")

@@ -39,7 +39,7 @@ from torch import nn
 from smallnets._checks import check_bool, check_choice, check_int, check_range
 from smallnets._io import atomic_path, check_new_file
 
-__all__ = ["CALIBRATION_METHODS", "QuantizeReport", "calibration_files", "quantize", "quantize_onnx"]
+__all__ = ["CALIBRATION_METHODS", "ActivationRanges", "QuantizeReport", "calibration_files", "quantize", "quantize_onnx"]
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 
@@ -60,6 +60,8 @@ class QuantizeReport:
     seconds: float
     fp32_path: str | None = None
     notes: list[str] = field(default_factory=list)
+    # with activation_ranges: labels given / matched, and the quantized activation tensors that carry them of all
+    carried_ranges: dict[str, int] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,6 +76,10 @@ class QuantizeReport:
                + ", ".join(f"{k} {v}" for k, v in sorted(self.ops_as_run.items(), key=lambda kv: -kv[1]))]  # fmt: skip
         if self.top1_agreement is not None:
             out.append(f"check: int8 and fp32 agree on the top-1 class of {100 * self.top1_agreement:.1f}% of {self.check_images} images")
+        if self.carried_ranges is not None:
+            c = self.carried_ranges
+            out.append(f"activation ranges: {c['quantized_carrying']} of the {c['quantized']} quantized activation tensors carry the given "
+                       f"ranges ({c['matched_labels']} of {c['labels']} labels matched), the rest calibrated")  # fmt: skip
         out += [f"note: {n}" for n in self.notes]
         return out
 
@@ -206,6 +212,79 @@ def _names_after_preprocessing(source, pre, wanted: Sequence[str]) -> list[str]:
     return out
 
 
+@dataclass
+class ActivationRanges:
+    """Activation ranges to write into an int8 file instead of calibrated ones (the ranges a
+    quantization-aware training run trained with). Keyed by labels of the caller's (QAT's observer
+    names, ``LAYER.output``): ``ranges`` the (min, max) to use; ``reference`` each label's fp32
+    statistics (:class:`smallnets.qat.TensorStats`: min, max, mean, per-image shape) on the first
+    ``images`` calibration images. :func:`quantize_onnx` measures every tensor of the graph on the
+    same images and gives each label the tensors whose statistics are its reference (the same
+    shape; min, max and mean within ``rtol`` of the range's width; the nearest), so that no name
+    has to survive export and ONNX Runtime's pre-processing."""
+
+    ranges: Mapping[str, tuple[float, float]]
+    reference: Mapping[str, Any]  # label -> TensorStats
+    images: int
+    rtol: float = 1e-3
+
+    def match(self, measured: Mapping[str, Any]) -> dict[str, str]:
+        """{ONNX tensor: label} for the tensors of ``measured`` ({tensor: TensorStats}) a label's reference matches."""
+        by_shape: dict[tuple, list[tuple[str, Any]]] = {}
+        for tensor, st in measured.items():
+            by_shape.setdefault(tuple(st.shape), []).append((tensor, st))
+        best: dict[str, tuple[float, str]] = {}  # tensor -> (distance, label)
+        for label, ref in self.reference.items():
+            if label not in self.ranges:
+                continue
+            tol = self.rtol * max(ref.high - ref.low, 1e-12)
+            for tensor, st in by_shape.get(tuple(ref.shape), []):
+                dist = max(abs(st.low - ref.low), abs(st.high - ref.high), abs(st.mean - ref.mean))
+                # a pass-through (Reshape, Identity) holds the same values: it takes the same range
+                if dist <= tol and (tensor not in best or dist < best[tensor][0]):
+                    best[tensor] = (dist, label)
+        return {t: label for t, (_, label) in best.items()}
+
+
+def _tensor_stats(model_path: Path, x: np.ndarray, input_name: str, batch: int | None) -> dict:
+    """{tensor: TensorStats} of every float tensor of the graph at ``model_path`` on images ``x``
+    (ONNX Runtime, graph optimisations off so that every tensor is computed as named)."""
+    import onnx
+    import onnxruntime as ort
+
+    from smallnets.qat import TensorStats
+
+    model = onnx.load(os.fspath(model_path))
+    known = {o.name for o in model.graph.output}
+    for node in model.graph.node:
+        for name in node.output:
+            if name and name not in known:
+                model.graph.output.append(onnx.helper.make_value_info(name, onnx.TypeProto()))
+                known.add(name)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    acc: dict[str, list] = {}
+    step = batch or 8
+    for i in range(0, len(x), step):
+        chunk = x[i : i + step]
+        n = len(chunk)
+        if batch is not None and n < batch:  # a fixed-batch export: padded; only the real images count
+            chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch - n, axis=0)])
+        for name, value in [(input_name, chunk), *zip(names, session.run(names, {input_name: chunk}))]:  # the image is quantized too
+            if not (isinstance(value, np.ndarray) and value.dtype == np.float32 and value.ndim >= 1 and len(value) == len(chunk)):
+                continue
+            v = value[:n]
+            lo, hi, total = float(v.min()), float(v.max()), float(v.sum(dtype=np.float64))
+            if name in acc:
+                a = acc[name]
+                a[0], a[1], a[2], a[3] = min(a[0], lo), max(a[1], hi), a[2] + total, a[3] + v.size
+            else:
+                acc[name] = [lo, hi, total, v.size, tuple(v.shape[1:])]
+    return {k: TensorStats(lo, hi, total / count, shape) for k, (lo, hi, total, count, shape) in acc.items()}
+
+
 def quantize_onnx(
     fp32_onnx: str | os.PathLike,
     out: str | os.PathLike,
@@ -219,9 +298,11 @@ def quantize_onnx(
     check_images=None,
     overwrite: bool = False,
     preprocess: bool = True,
+    activation_ranges: ActivationRanges | None = None,
 ) -> QuantizeReport:
     """int8 QDQ from an fp32 ONNX file written by ``smallnets export`` (its metadata gives the
-    preprocessing for ``calibration``; see the module docstring)."""
+    preprocessing for ``calibration``; see the module docstring). ``activation_ranges``: ranges
+    of one's own (a QAT run's) for the tensors they match, calibrated ranges for the rest."""
     check_choice("method", method, CALIBRATION_METHODS)
     check_range("percentile", percentile, 90.0, 100.0, low_open=True)
     check_bool("per_channel", per_channel)
@@ -270,6 +351,15 @@ def quantize_onnx(
             extra["CalibPercentile"] = percentile
         if method == "entropy":
             extra["CalibNumBins"] = 2048
+        carried = None
+        if activation_ranges is not None:
+            measured = _tensor_stats(pre, x[: activation_ranges.images], fp32.input_name, fp32.batch)
+            tensors = activation_ranges.match(measured)
+            extra["TensorQuantOverrides"] = {
+                t: [{"rmin": np.float32(activation_ranges.ranges[label][0]), "rmax": np.float32(activation_ranges.ranges[label][1])}]
+                for t, label in tensors.items()
+            }  # fmt: skip
+            carried = {"labels": len(activation_ranges.ranges), "matched_labels": len(set(tensors.values())), "tensors": len(tensors)}
         import logging
 
         root = logging.getLogger()
@@ -302,6 +392,11 @@ def quantize_onnx(
                 agreement = float((fp32(xc).argmax(1) == int8(xc).argmax(1)).mean())
                 n_check = len(xc)
             ops = _op_counts(model)
+            if carried is not None:
+                weights_ = {i.name for i in model.graph.initializer}
+                quantized = {n.input[0].removesuffix("_QuantizeLinear_Input") for n in model.graph.node  # (a graph output, renamed)
+                             if n.op_type == "QuantizeLinear" and n.input[0] not in weights_}  # fmt: skip
+                carried.update(quantized=len(quantized), quantized_carrying=len(quantized & set(extra["TensorQuantOverrides"])))
             size = tmp.stat().st_size
             from smallnets.runtime import runtime_ops
 
@@ -318,7 +413,7 @@ def quantize_onnx(
     return QuantizeReport(path=os.fspath(out), bytes=size, fp32_bytes=Path(fp32_onnx).stat().st_size, method=method,
                           calibration_images=int(len(x)), per_channel=per_channel, keep_fp32=list(keep_fp32), ops=ops, ops_as_run=as_run,
                           top1_agreement=agreement, check_images=n_check, seconds=round(time.perf_counter() - started, 2),
-                          fp32_path=os.fspath(fp32_onnx), notes=notes)  # fmt: skip
+                          fp32_path=os.fspath(fp32_onnx), notes=notes, carried_ranges=carried)  # fmt: skip
 
 
 def quantize(
@@ -373,9 +468,10 @@ def quantize_run(
     latency: bool = True,
     check: int = 256,
     qat_epochs: int = 0,
-    freeze_bn: float = 0.5,
+    freeze_bn: float = 0.0,
     freeze_observers: float = 0.75,
     qat_ranges: str = "ema",
+    export_ranges: str = "trained",
     train_overrides: Mapping[str, Any] | None = None,
     data_overrides: Mapping[str, Any] | None = None,
 ) -> dict:
@@ -393,7 +489,12 @@ def quantize_run(
     BatchNorm frozen after ``freeze_bn`` and the activation ranges after ``freeze_observers`` of
     the steps. The new directory (default ``SOURCE-qat``) is then an ordinary training run, and the
     fine-tuned weights are exported and quantized into it as above; the report adds the simulated
-    int8 top-1 before and after QAT."""
+    int8 top-1 before and after QAT. ``export_ranges="trained"`` (default) writes the activation
+    ranges QAT trained with into the int8 file (also saved as ``qat_ranges.json``), matched to
+    their ONNX tensors by :class:`ActivationRanges` (a QAT run given as ``source`` without
+    ``qat_epochs`` is quantized with its saved ranges too); ``"calibrated"`` calibrates them afresh
+    on the ``calib`` images like post-training quantization, whose extremes are not the grid the
+    weights were trained on."""
     from smallnets.compress.workflow import _source, format_table, write_report
     from smallnets.evaluation import evaluate_weights
     from smallnets.export import export_onnx
@@ -405,11 +506,12 @@ def quantize_run(
     check_int("check", check)
     check_choice("method", method, CALIBRATION_METHODS)
     check_int("qat_epochs", qat_epochs, minimum=0)
+    check_choice("export_ranges", export_ranges, EXPORT_RANGES)
     run = _source(source)
     qat = None
     if qat_epochs:
         qat = _qat_finetune(run, epochs=qat_epochs, name=name, out=out, freeze_bn=freeze_bn, freeze_observers=freeze_observers,
-                            ranges=qat_ranges, train_overrides=train_overrides, data_overrides=data_overrides)  # fmt: skip
+                            ranges_mode=qat_ranges, train_overrides=train_overrides, data_overrides=data_overrides)  # fmt: skip
         dest = RunDir(qat["run_dir"]).claim()
     else:
         if train_overrides or data_overrides:
@@ -433,8 +535,13 @@ def quantize_run(
             check_images = [os.path.join(data, *n.split("/")) for n in val_names]
         elif data and val_names:
             check_images = [f"{data}::{n}" for n in val_names]
+        activation_ranges = None
+        trained = qat["ranges"] if qat is not None else _saved_qat_ranges(run.path)  # a QAT run quantized again keeps its ranges
+        if trained is not None and export_ranges == "trained":
+            calibration = _images_array(calibration, OnnxClassifier(fp32_path).preprocessing, calib)
+            activation_ranges = _trained_ranges(weights, trained, calibration)
         report = quantize_onnx(fp32_path, int8_path, calibration, method=method, keep_fp32=keep_fp32,
-                               calibration_count=calib, check_images=check_images)  # fmt: skip
+                               calibration_count=calib, check_images=check_images, activation_ranges=activation_ranges)  # fmt: skip
         model = load_weights(weights).eval()
         shape = tuple(export.input_shape[1:])
         rows = []
@@ -464,9 +571,11 @@ def quantize_run(
                     "method": method, "keep_fp32": list(keep_fp32), "batch": batch, "top1_agreement": report.top1_agreement,
                     "check_images": report.check_images, "ops_as_run": report.ops_as_run, "export": export.to_dict(),
                     "quantize": report.to_dict()}  # fmt: skip
+        settings["activation_ranges"] = "calibrated" if activation_ranges is None else "trained (quantization-aware training)"
         title = f"{run.path.name}: int8 post-training quantization"
         if qat is not None:
-            settings["qat"] = {k: v for k, v in qat.items() if k != "run_dir"}
+            settings["qat"] = {k: v for k, v in qat.items() if k not in ("run_dir", "ranges")}
+            settings["qat"]["export_ranges"] = export_ranges
             title = f"{run.path.name}: int8 after {qat_epochs} epoch(s) of quantization-aware training"
         json_path, png = write_report(dest.path, "quantize", rows, title=title, settings=settings)
         dest.keep()
@@ -483,7 +592,41 @@ def quantize_run(
             "export": export, "quantize": report, "qat": qat}  # fmt: skip
 
 
-def _qat_finetune(run, *, epochs: int, name: str | None, out, freeze_bn: float, freeze_observers: float, ranges: str,
+EXPORT_RANGES = ("trained", "calibrated")
+
+
+QAT_RANGES_FILE = "qat_ranges.json"
+
+
+def _saved_qat_ranges(run_dir: Path) -> dict | None:
+    """The activation ranges a QAT run trained with (its ``qat_ranges.json``), None for another run."""
+    import json
+
+    path = Path(run_dir) / QAT_RANGES_FILE
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    ranges = data.get("ranges") if isinstance(data, dict) else None
+    if not isinstance(ranges, dict) or not all(isinstance(v, list) and len(v) == 2 for v in ranges.values()):
+        raise ValueError(f"{path} is not a QAT ranges file ({{'ranges': {{LABEL: [low, high]}}}}); remove it or pass export_ranges='calibrated'")
+    return {k: (float(lo), float(hi)) for k, (lo, hi) in ranges.items()}
+
+
+def _trained_ranges(weights, trained: Mapping[str, tuple[float, float]], x: np.ndarray, images: int = 32) -> ActivationRanges:
+    """QAT's ``trained`` ranges with the fp32 reference that finds their ONNX tensors: ``weights``'
+    observed tensors measured on the first ``images`` of the calibration array ``x``."""
+    import torch
+
+    from smallnets.qat import prepare_qat
+    from smallnets.zoo import load_weights
+
+    controller = prepare_qat(load_weights(weights).eval())
+    first = x[:images]
+    reference = controller.measure([torch.from_numpy(first[i : i + 8]) for i in range(0, len(first), 8)])
+    return ActivationRanges(ranges={k: tuple(v) for k, v in trained.items()}, reference=reference, images=len(first))
+
+
+def _qat_finetune(run, *, epochs: int, name: str | None, out, freeze_bn: float, freeze_observers: float, ranges_mode: str,
                   train_overrides: Mapping[str, Any] | None, data_overrides: Mapping[str, Any] | None) -> dict:  # fmt: skip
     """Quantization-aware fine-tuning of ``run``'s weights into a new run directory (see ``quantize_run``)."""
     from smallnets.compress.workflow import _finetune_config
@@ -502,15 +645,24 @@ def _qat_finetune(run, *, epochs: int, name: str | None, out, freeze_bn: float, 
     config = _finetune_config(run, epochs=epochs, name=name or f"{run.path.name}-qat", out=out, distill=False,
                               train_overrides=overrides, data_overrides=dict(data_overrides or {}))  # fmt: skip
     model = load_weights(run.weights())
-    controller = prepare_qat(model, freeze_bn=freeze_bn, freeze_observers=freeze_observers, ranges=ranges)
+    controller = prepare_qat(model, freeze_bn=freeze_bn, freeze_observers=freeze_observers, ranges=ranges_mode)
     trainer = Trainer(config, model=model, hooks=[controller])
     try:
-        calibrated = controller.calibrate(trainer.data.train.epoch_batches(0), max_batches=8, channels_last=config.train.channels_last)
+        # the ranges start where each statistic settles: a moving average (ema) at the mean of the batches' extremes
+        calibrated = controller.calibrate(trainer.data.train.epoch_batches(0), max_batches=8, channels_last=config.train.channels_last,
+                                          statistic="mean" if ranges_mode == "ema" else "minmax")  # fmt: skip
         before = trainer.validate().top1  # the source's weights, simulated int8: what post-training quantization would give
         result = trainer.fit()
     finally:
         controller.remove()
+    import json
+
+    from smallnets._io import atomic_write_text
+
+    # the ranges the weights were trained with (frozen after freeze_observers of the steps): written into the int8 file
+    ranges = {k: list(v) for k, v in controller.ranges().items() if v is not None}
+    atomic_write_text(Path(result.run_dir) / QAT_RANGES_FILE, json.dumps({"statistic": ranges_mode, "frozen": controller.observers_frozen, "ranges": ranges}, indent=1))
     return {"run_dir": os.fspath(result.run_dir), "epochs": epochs, "status": result.status, "freeze_bn": freeze_bn,
-            "freeze_observers": freeze_observers, "ranges": ranges, "observer_calibration_images": calibrated, "simulated_int8_top1_before": before,
+            "freeze_observers": freeze_observers, "ranges_statistic": ranges_mode, "observer_calibration_images": calibrated, "simulated_int8_top1_before": before,
             "simulated_int8_top1_best": result.best_top1, "lr": trainer.base_lr, "precision": trainer.precision,
-            "layers": controller.describe()}  # fmt: skip
+            "layers": controller.describe(), "ranges": ranges}  # fmt: skip
