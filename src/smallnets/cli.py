@@ -577,7 +577,7 @@ def cmd_quantize(args, extra) -> int:
     keep = [k for part in (args.keep_fp32 or []) for k in part.split(",") if k]
     report = quantize_run(args.run, calib=args.calib, calib_data=args.calib_data, method=args.method, keep_fp32=keep,
                           name=args.name, out=args.out, latency=not args.no_latency, qat_epochs=args.qat_epochs,
-                          freeze_bn=args.freeze_bn, freeze_observers=args.freeze_observers, qat_ranges=args.qat_ranges, export_ranges=args.export_ranges,
+                          freeze_bn=args.freeze_bn, freeze_observers=args.freeze_observers, qat_ranges=args.qat_ranges, qat_init=args.qat_init, export_ranges=args.export_ranges,
                           train_overrides=train_opts, data_overrides=data_opts)  # fmt: skip
     if report["qat"] is not None:
         q = report["qat"]
@@ -589,6 +589,19 @@ def cmd_quantize(args, extra) -> int:
     print()
     print(report["table"])
     print(f"directory {report['run_dir']} ({report['json']}, {report['png']})")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from smallnets.sweep import load_sweep, run_sweep
+
+    spec = load_sweep(args.spec, out=args.out, data=args.data)
+    only = [i for part in (args.only or []) for i in part.split(",") if i]
+    result = run_sweep(spec, only=only or None, latency=not args.no_latency, progress=args.progress == "true", dry_run=args.dry_run)
+    if not args.dry_run and result.get("table"):
+        print()
+        print(result["table"])
+        print(f"sweep directory {result['directory']} ({result['json']}, {result['md']}, {result['png']})")
     return 0
 
 
@@ -737,6 +750,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="JSON or TOML run configuration")
     p.add_argument("--resume", metavar="RUN", help="continue the run in this directory")
 
+    p = sub.add_parser(
+        "sweep",
+        help="train a grid of configurations (a sweep file), resumable; table, JSON and Pareto plots",
+        description=(
+            "Trains every point of SPEC (a .toml or .json sweep file, see smallnets.sweep and sweeps/) into OUT/NAME/POINT, "
+            "skipping finished points and resuming interrupted ones, then counts each point's costs, measures its latency "
+            "once and writes sweep.json, sweep.md and sweep.png (validation top-1 against MACs, parameters, bytes and "
+            "latency, the Pareto front marked). Under torchrun every process runs it the same way."
+        ),
+    )
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--out", help="parent folder of the sweep directory (default: the file's [sweep] out, else runs/sweeps)")
+    p.add_argument("--data", help="the data set (replaces the file's data.path), e.g. ../shared/data/cifar10-train-jpg.tar.gz")
+    p.add_argument("--only", action="append", metavar="IDS", help="train only these points (comma-separated ids)")
+    p.add_argument("--dry-run", action="store_true", help="list the points and their state; train nothing")
+    p.add_argument("--no-latency", action="store_true", help="skip the latency measurement of each point")
+    p.add_argument("--progress", choices=("true", "false"), default="true", help="progress lines (default: %(default)s)")
+
     p = sub.add_parser("compare", help="table and chart of several models (default: one per family)")
     p.add_argument("names", nargs="*", help="model specs: name[:knob=value,...][@resolution], e.g. mobilenet_v1:width_mult=0.5@160")
     p.add_argument("--chart", default="smallnets-compare.png", help="PNG to write (default: %(default)s; '' for none)")
@@ -828,6 +859,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qat-ranges", choices=("ema", "minmax"), default="ema",
                    help="QAT: activation ranges as a moving average of each batch's min / max, or the extremes over every batch "
                         "(what the export's min-max calibration takes) (default: %(default)s)")  # fmt: skip
+    p.add_argument("--qat-init", choices=("minmax", "mean"), default="minmax",
+                   help="QAT: the ranges start from 8 training batches' extremes, or from the mean of each batch's extremes "
+                        "(narrower where outliers are rare) (default: %(default)s)")  # fmt: skip
     p.add_argument("--export-ranges", choices=("trained", "calibrated"), default="trained",
                    help="QAT: the int8 file's activation ranges are the ones QAT trained with, or calibrated afresh on --calib "
                         "images as without QAT (default: %(default)s)")  # fmt: skip
@@ -914,6 +948,8 @@ def _dispatch(parser: argparse.ArgumentParser, args, extra) -> int:
             return cmd_export(args)
         if args.command == "bench":
             return cmd_bench(args)
+        if args.command == "sweep":
+            return cmd_sweep(args)
         return cmd_compare(args)
     except BrokenPipeError:  # e.g. piped into `head`
         return 0

@@ -471,6 +471,7 @@ def quantize_run(
     freeze_bn: float = 0.0,
     freeze_observers: float = 0.75,
     qat_ranges: str = "ema",
+    qat_init: str = "minmax",
     export_ranges: str = "trained",
     train_overrides: Mapping[str, Any] | None = None,
     data_overrides: Mapping[str, Any] | None = None,
@@ -487,7 +488,9 @@ def quantize_run(
     source's data and split (``train_overrides`` / ``data_overrides`` as for ``prune_run``; the
     learning rate a tenth of the source's unless given; fp32, as the simulation is exact there),
     BatchNorm frozen after ``freeze_bn`` and the activation ranges after ``freeze_observers`` of
-    the steps. The new directory (default ``SOURCE-qat``) is then an ordinary training run, and the
+    the steps; the ranges start from a calibration on 8 training batches, ``qat_init="minmax"``
+    (the extremes, as ONNX Runtime calibrates) or ``"mean"`` (the mean of each batch's extremes:
+    narrower, finer grids where a few images hold outliers). The new directory (default ``SOURCE-qat``) is then an ordinary training run, and the
     fine-tuned weights are exported and quantized into it as above; the report adds the simulated
     int8 top-1 before and after QAT. ``export_ranges="trained"`` (default) writes the activation
     ranges QAT trained with into the int8 file (also saved as ``qat_ranges.json``), matched to
@@ -507,11 +510,12 @@ def quantize_run(
     check_choice("method", method, CALIBRATION_METHODS)
     check_int("qat_epochs", qat_epochs, minimum=0)
     check_choice("export_ranges", export_ranges, EXPORT_RANGES)
+    check_choice("qat_init", qat_init, ("minmax", "mean"))
     run = _source(source)
     qat = None
     if qat_epochs:
         qat = _qat_finetune(run, epochs=qat_epochs, name=name, out=out, freeze_bn=freeze_bn, freeze_observers=freeze_observers,
-                            ranges_mode=qat_ranges, train_overrides=train_overrides, data_overrides=data_overrides)  # fmt: skip
+                            ranges_mode=qat_ranges, init=qat_init, train_overrides=train_overrides, data_overrides=data_overrides)  # fmt: skip
         dest = RunDir(qat["run_dir"]).claim()
     else:
         if train_overrides or data_overrides:
@@ -626,7 +630,7 @@ def _trained_ranges(weights, trained: Mapping[str, tuple[float, float]], x: np.n
     return ActivationRanges(ranges={k: tuple(v) for k, v in trained.items()}, reference=reference, images=len(first))
 
 
-def _qat_finetune(run, *, epochs: int, name: str | None, out, freeze_bn: float, freeze_observers: float, ranges_mode: str,
+def _qat_finetune(run, *, epochs: int, name: str | None, out, freeze_bn: float, freeze_observers: float, ranges_mode: str, init: str,
                   train_overrides: Mapping[str, Any] | None, data_overrides: Mapping[str, Any] | None) -> dict:  # fmt: skip
     """Quantization-aware fine-tuning of ``run``'s weights into a new run directory (see ``quantize_run``)."""
     from smallnets.compress.workflow import _finetune_config
@@ -648,9 +652,8 @@ def _qat_finetune(run, *, epochs: int, name: str | None, out, freeze_bn: float, 
     controller = prepare_qat(model, freeze_bn=freeze_bn, freeze_observers=freeze_observers, ranges=ranges_mode)
     trainer = Trainer(config, model=model, hooks=[controller])
     try:
-        # the ranges start where each statistic settles: a moving average (ema) at the mean of the batches' extremes
         calibrated = controller.calibrate(trainer.data.train.epoch_batches(0), max_batches=8, channels_last=config.train.channels_last,
-                                          statistic="mean" if ranges_mode == "ema" else "minmax")  # fmt: skip
+                                          statistic=init)  # fmt: skip
         before = trainer.validate().top1  # the source's weights, simulated int8: what post-training quantization would give
         result = trainer.fit()
     finally:
@@ -663,6 +666,6 @@ def _qat_finetune(run, *, epochs: int, name: str | None, out, freeze_bn: float, 
     ranges = {k: list(v) for k, v in controller.ranges().items() if v is not None}
     atomic_write_text(Path(result.run_dir) / QAT_RANGES_FILE, json.dumps({"statistic": ranges_mode, "frozen": controller.observers_frozen, "ranges": ranges}, indent=1))
     return {"run_dir": os.fspath(result.run_dir), "epochs": epochs, "status": result.status, "freeze_bn": freeze_bn,
-            "freeze_observers": freeze_observers, "ranges_statistic": ranges_mode, "observer_calibration_images": calibrated, "simulated_int8_top1_before": before,
+            "freeze_observers": freeze_observers, "ranges_statistic": ranges_mode, "ranges_init": init, "observer_calibration_images": calibrated, "simulated_int8_top1_before": before,
             "simulated_int8_top1_best": result.best_top1, "lr": trainer.base_lr, "precision": trainer.precision,
             "layers": controller.describe(), "ranges": ranges}  # fmt: skip
