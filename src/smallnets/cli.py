@@ -592,6 +592,29 @@ def cmd_quantize(args, extra) -> int:
     return 0
 
 
+def cmd_pick(args) -> int:
+    from smallnets.pick import format_candidates, pick, to_json, train_candidates
+
+    if args.data is None and any(f in sys.argv for f in ("--train-minutes", "--train-count")):
+        raise ValueError("--train-minutes and --train-count apply to training candidates: add --data PATH")
+    result = pick(max_macs=args.max_macs, max_params=args.max_params, max_bytes=args.max_bytes, max_latency_ms=args.max_latency_ms,
+                  resolution=args.resolution, sweeps=args.sweeps, top=args.top)  # fmt: skip
+    if args.data is not None:
+        train_candidates(result, args.data, minutes=args.train_minutes, count=args.train_count, out=args.out)
+    given = ", ".join(f"{k.replace('_', '-')} {v:g}" for k, v in result["limits"].items()) or "no limits"
+    print(f"{result['fitting']} of {result['considered']} configurations fit ({given}); the first {len(result['candidates'])}:")
+    print(format_candidates(result["candidates"]))
+    if args.json:
+        payload = json.dumps({**{k: v for k, v in result.items() if k != "candidates"}, "candidates": to_json(result["candidates"])}, indent=2, default=str)
+        if args.json == "-":
+            print(payload)
+        else:
+            from smallnets._io import atomic_write_text
+
+            atomic_write_text(args.json, payload + "\n")
+    return 0
+
+
 def cmd_sweep(args) -> int:
     from smallnets.sweep import load_sweep, run_sweep
 
@@ -767,6 +790,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list the points and their state; train nothing")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement of each point")
     p.add_argument("--progress", choices=("true", "false"), default="true", help="progress lines (default: %(default)s)")
+
+    p = sub.add_parser(
+        "pick",
+        help="the zoo configurations inside a budget (MACs, params, bytes, latency), ranked by accuracy evidence",
+        description=(
+            "Counts every configuration the papers published an accuracy for (and every point of --sweeps) at --resolution, "
+            "keeps those inside every limit given (latency measured on this machine, cached), and ranks them: points measured "
+            "in your sweeps first, then published ones (dataset named). With --data it trains the first --train-count "
+            "candidates for --train-minutes each and reports their measured validation top-1."
+        ),
+    )
+    p.add_argument("--max-macs", metavar="N", help="e.g. 50M")
+    p.add_argument("--max-params", metavar="N", help="e.g. 1M")
+    p.add_argument("--max-bytes", metavar="B", help="fp32 weights, e.g. 2MB")
+    p.add_argument("--max-latency-ms", type=float, metavar="MS", help="batch 1, fp32, this machine")
+    p.add_argument("--resolution", type=int, help="input side in px (default: each configuration's own; <= 64 uses the CIFAR stem)")
+    p.add_argument("--sweeps", nargs="*", default=[], metavar="DIR", help="sweep directories whose measured points are candidates too")
+    p.add_argument("--top", type=int, default=10, help="candidates to print (default: %(default)s)")
+    p.add_argument("--data", help="train the first candidates on this data set briefly")
+    p.add_argument("--train-minutes", type=float, default=5.0, help="with --data: minutes per candidate (default: %(default)s)")
+    p.add_argument("--train-count", type=int, default=3, help="with --data: candidates to train (default: %(default)s)")
+    p.add_argument("--out", default="runs/pick", help="with --data: folder of the training sweep (default: %(default)s)")
+    p.add_argument("--json", nargs="?", const="-", help="write JSON to PATH, or print it with no PATH")
 
     p = sub.add_parser("compare", help="table and chart of several models (default: one per family)")
     p.add_argument("names", nargs="*", help="model specs: name[:knob=value,...][@resolution], e.g. mobilenet_v1:width_mult=0.5@160")
@@ -950,6 +996,8 @@ def _dispatch(parser: argparse.ArgumentParser, args, extra) -> int:
             return cmd_bench(args)
         if args.command == "sweep":
             return cmd_sweep(args)
+        if args.command == "pick":
+            return cmd_pick(args)
         return cmd_compare(args)
     except BrokenPipeError:  # e.g. piped into `head`
         return 0

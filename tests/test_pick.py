@@ -1,0 +1,80 @@
+"""`smallnets pick`: exact counts against the limits, measured sweep points ranked before published
+figures, latency measured once and cached, a clear error with the nearest candidates, and brief
+training of the first candidates on real images."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import smallnets
+from smallnets.pick import parse_amount, pick, train_candidates
+from smallnets.profiler import count_macs, count_params
+from smallnets.sweep import load_sweep, run_sweep
+from test_train import make_image_folder
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cache")  # one cache for the module: the zoo's configurations are counted once
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SMALLNETS_CACHE", str(root))
+        yield root
+
+
+def test_every_candidate_fits_and_the_counts_are_the_profilers(cache):
+    result = pick(max_macs="20M", max_bytes="2MB", resolution=16)
+    cands = result["candidates"]
+    assert cands and result["fitting"] < result["considered"]
+    assert [c.top1 for c in cands] == sorted((c.top1 for c in cands), reverse=True)  # published evidence, best first
+    for c in cands:
+        assert c.evidence == "published" and c.macs <= 20e6 and c.fp32_bytes <= 2e6 and c.input_size == (3, 16, 16)
+        model = smallnets.create_model(c.name, **c.knobs)
+        assert c.params == count_params(model) and c.macs == count_macs(model, (3, 16, 16))
+    assert (cache / "pick.json").is_file()  # counts cached for the next call
+
+
+def test_a_budget_nothing_meets_names_the_nearest(cache):
+    with pytest.raises(ValueError, match=r"no configuration of the \d+ considered fits every limit .*nearest: .*x the limit"):
+        pick(max_macs="1M", max_params="1k", resolution=16)
+    with pytest.raises(ValueError, match="max_bytes must be bytes, e.g. 2MB, 500kB, got '2 apples'"):
+        pick(max_bytes="2 apples")
+    assert parse_amount("m", "1.5G") == 1.5e9 and parse_amount("b", "500kB", bytes_=True) == 5e5
+
+
+def test_latency_is_measured_for_fitting_candidates_and_cached(cache):
+    first = pick(max_macs="1M", max_latency_ms=1000, resolution=16)
+    assert all(c.latency_ms is not None and c.latency_ms > 0 for c in first["candidates"])
+    saved = json.loads((cache / "pick.json").read_text())
+    latency_keys = [k for k in saved if '"what": "latency"' in k]
+    assert len(latency_keys) == first["fitting"]  # measured only where the counts fit
+    again = pick(max_macs="1M", max_latency_ms=1000, resolution=16)
+    assert [c.latency_ms for c in again["candidates"]] == [c.latency_ms for c in first["candidates"]]  # read back, not re-measured
+    with pytest.raises(ValueError, match="max_latency_ms"):
+        pick(max_macs="1M", max_latency_ms=1e-6, resolution=16)
+
+
+def test_measured_sweep_points_come_first_and_candidates_train_on_real_images(cache, tmp_path):
+    images = make_image_folder(tmp_path / "shapes", per_class=6)
+    spec = load_sweep({
+        "sweep": {"name": "tiny"},
+        "base": {"model": {"name": "mobilenet_v1", "cifar": True},
+                 "data": {"path": str(images), "batch_size": 8, "val_fraction": 0.25, "pipeline": "tensor", "cache_dir": str(tmp_path / "c")},
+                 "train": {"epochs": 1, "precision": "fp32", "progress": False}},
+        "grid": {"model.width_mult": [0.25]},
+    }, out=tmp_path / "sweeps")  # fmt: skip
+    run_sweep(spec, latency=False, progress=False)
+    result = pick(max_macs="20M", resolution=16, sweeps=[spec.directory])
+    first = result["candidates"][0]
+    assert first.evidence == "measured" and first.name == "mobilenet_v1" and first.knobs["width_mult"] == 0.25 and "sweep tiny" in first.source
+    assert all(c.evidence == "published" for c in result["candidates"][1:])
+    trained = train_candidates(result, images, minutes=1.0, count=2, out=tmp_path / "pick", epochs=1)
+    assert len(trained) == 2 and all(c.measured_top1 is not None and c.run_dir for c in trained)
+    res = subprocess.run([sys.executable, "-m", "smallnets", "pick", "--max-macs", "20M", "--resolution", "16", "--sweeps", str(spec.directory),
+                          "--top", "3", "--json", str(tmp_path / "pick.json")], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "| 1 | mobilenet_v1:width_mult=0.25@16 | measured" in res.stdout
+    assert json.loads((tmp_path / "pick.json").read_text())["candidates"][0]["evidence"] == "measured"
