@@ -401,6 +401,7 @@ def plot_sweep(rows: Sequence[Mapping[str, Any]], path, title: str = "") -> Path
     """Validation top-1 against MACs, parameters, bytes and latency; the Pareto front joined and
     its points filled. None when no point has a validation top-1 yet."""
     import matplotlib
+    import matplotlib.ticker
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -429,6 +430,8 @@ def plot_sweep(rows: Sequence[Mapping[str, Any]], path, title: str = "") -> Path
         values = [r[key] for r in pts]
         if min(values) > 0 and max(values) / min(values) > 8:
             ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
         ax.set_xlabel(label)
         ax.set_ylabel("validation top-1 (%)")
         ax.grid(True, which="both", alpha=0.3)
