@@ -628,6 +628,13 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from smallnets.report import write_report
+
+    print(write_report(args.path, args.out, evaluate=not args.no_eval))
+    return 0
+
+
 def cmd_bench(args) -> int:
     from smallnets.bench import DEFAULT_BACKENDS, bench, write_bench
 
@@ -814,6 +821,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/pick", help="with --data: folder of the training sweep (default: %(default)s)")
     p.add_argument("--json", nargs="?", const="-", help="write JSON to PATH, or print it with no PATH")
 
+    p = sub.add_parser(
+        "report",
+        help="one self-contained HTML page of a run or a sweep: curves, per-class accuracy, costs, Pareto front",
+        description=(
+            "For a run directory: the learning curves and per-epoch metrics, the confusion matrix and per-class accuracy of "
+            "its weights on its validation split (--no-eval skips them), the cost profile and the configuration. For a sweep "
+            "directory: its points with the Pareto front marked, the paper's figures beside ours, the Pareto plots and links "
+            "to each point's own report. Plots are embedded: the page needs no network. Prints the path written."
+        ),
+    )
+    p.add_argument("path", metavar="RUN_OR_SWEEP_DIR")
+    p.add_argument("--out", metavar="FILE.html", help="where to write the page (default: RUN_OR_SWEEP_DIR/report.html)")
+    p.add_argument("--no-eval", action="store_true", help="a run's page without the evaluation on its validation split")
+
     p = sub.add_parser("compare", help="table and chart of several models (default: one per family)")
     p.add_argument("names", nargs="*", help="model specs: name[:knob=value,...][@resolution], e.g. mobilenet_v1:width_mult=0.5@160")
     p.add_argument("--chart", default="smallnets-compare.png", help="PNG to write (default: %(default)s; '' for none)")
@@ -996,6 +1017,8 @@ def _dispatch(parser: argparse.ArgumentParser, args, extra) -> int:
             return cmd_bench(args)
         if args.command == "sweep":
             return cmd_sweep(args)
+        if args.command == "report":
+            return cmd_report(args)
         if args.command == "pick":
             return cmd_pick(args)
         return cmd_compare(args)
