@@ -595,12 +595,13 @@ def cmd_quantize(args, extra) -> int:
 def cmd_pick(args) -> int:
     from smallnets.pick import format_candidates, pick, to_json, train_candidates
 
-    if args.data is None and any(f in sys.argv for f in ("--train-minutes", "--train-count")):
+    if args.data is None and (args.train_minutes is not None or args.train_count is not None):
         raise ValueError("--train-minutes and --train-count apply to training candidates: add --data PATH")
     result = pick(max_macs=args.max_macs, max_params=args.max_params, max_bytes=args.max_bytes, max_latency_ms=args.max_latency_ms,
                   resolution=args.resolution, sweeps=args.sweeps, top=args.top)  # fmt: skip
     if args.data is not None:
-        train_candidates(result, args.data, minutes=args.train_minutes, count=args.train_count, out=args.out)
+        train_candidates(result, args.data, minutes=5.0 if args.train_minutes is None else args.train_minutes,
+                         count=3 if args.train_count is None else args.train_count, out=args.out)  # fmt: skip
     given = ", ".join(f"{k.replace('_', '-')} {v:g}" for k, v in result["limits"].items()) or "no limits"
     print(f"{result['fitting']} of {result['considered']} configurations fit ({given}); the first {len(result['candidates'])}:")
     print(format_candidates(result["candidates"]))
@@ -816,8 +817,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweeps", nargs="*", default=[], metavar="DIR", help="sweep directories whose measured points are candidates too")
     p.add_argument("--top", type=int, default=10, help="candidates to print (default: %(default)s)")
     p.add_argument("--data", help="train the first candidates on this data set briefly")
-    p.add_argument("--train-minutes", type=float, default=5.0, help="with --data: minutes per candidate (default: %(default)s)")
-    p.add_argument("--train-count", type=int, default=3, help="with --data: candidates to train (default: %(default)s)")
+    p.add_argument("--train-minutes", type=float, help="with --data: minutes per candidate (default: 5)")
+    p.add_argument("--train-count", type=int, help="with --data: candidates to train (default: 3)")
     p.add_argument("--out", default="runs/pick", help="with --data: folder of the training sweep (default: %(default)s)")
     p.add_argument("--json", nargs="?", const="-", help="write JSON to PATH, or print it with no PATH")
 

@@ -208,7 +208,10 @@ def train_candidates(result: dict, data: str | os.PathLike, *, minutes: float, c
         point = {"id": f"{i + 1}-{re.sub(r'[^A-Za-z0-9._=,+-]+', '_', c.label)}", "model.name": c.name,
                  **{f"model.{k}": v for k, v in c.knobs.items()}, "data.image_size": c.input_size[1]}  # fmt: skip
         points.append(point)
-    spec = {"sweep": {"name": f"pick-{abs(hash(json.dumps(points, sort_keys=True, default=str))) % 10**8:08d}", "title": "smallnets pick: candidates trained"},
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps([points, os.fspath(data), minutes, epochs], sort_keys=True, default=str).encode()).hexdigest()[:10]
+    spec = {"sweep": {"name": f"pick-{digest}", "title": "smallnets pick: candidates trained"},
             "base": {"data": {"path": os.fspath(data)}, "train": {"epochs": epochs, "max_minutes": float(minutes)}}, "point": points}  # fmt: skip
     result_sweep = run_sweep(load_sweep(spec, out=out), latency=False)
     for c, row in zip(chosen, result_sweep["rows"]):

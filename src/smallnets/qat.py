@@ -50,6 +50,7 @@ ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Sigmoid, nn.Hardswish, nn.Hardsigm
 # convolution's output is quantized only after them. Any other (SiLU = Sigmoid + Mul ...) reads a
 # quantized convolution output, its full pre-activation range on the uint8 grid.
 ABSORBED = (nn.ReLU, nn.ReLU6)
+CALIBRATION_STATISTICS = ("minmax", "mean")  # how calibrate() sets a range: the extremes, or the mean of each batch's extremes
 
 
 def fake_quantize_weight(w: torch.Tensor) -> torch.Tensor:
@@ -194,7 +195,7 @@ class QatController:
         (where a moving average settles; narrower where a few images hold outliers, so finer
         grids for the rest). Returns the images seen. Training without it starts each range from
         its first training batch."""
-        check_choice("statistic", statistic, ("minmax", "mean"))
+        check_choice("statistic", statistic, CALIBRATION_STATISTICS)
         was = self.model.training
         self.model.eval()
         seen = 0

@@ -510,7 +510,9 @@ def quantize_run(
     check_choice("method", method, CALIBRATION_METHODS)
     check_int("qat_epochs", qat_epochs, minimum=0)
     check_choice("export_ranges", export_ranges, EXPORT_RANGES)
-    check_choice("qat_init", qat_init, ("minmax", "mean"))
+    from smallnets.qat import CALIBRATION_STATISTICS
+
+    check_choice("qat_init", qat_init, CALIBRATION_STATISTICS)
     run = _source(source)
     qat = None
     if qat_epochs:
@@ -540,8 +542,10 @@ def quantize_run(
         elif data and val_names:
             check_images = [f"{data}::{n}" for n in val_names]
         activation_ranges = None
-        trained = qat["ranges"] if qat is not None else _saved_qat_ranges(run.path)  # a QAT run quantized again keeps its ranges
-        if trained is not None and export_ranges == "trained":
+        trained = None
+        if export_ranges == "trained":
+            trained = qat["ranges"] if qat is not None else _saved_qat_ranges(run.path)  # a QAT run quantized again keeps its ranges
+        if trained is not None:
             calibration = _images_array(calibration, OnnxClassifier(fp32_path).preprocessing, calib)
             activation_ranges = _trained_ranges(weights, trained, calibration)
         report = quantize_onnx(fp32_path, int8_path, calibration, method=method, keep_fp32=keep_fp32,

@@ -235,7 +235,7 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, *, only: Sequence[str] | None
     for i, point in enumerate(points, 1):
         run_dir = root / point.id
         status = _status(run_dir)
-        if run_dir.exists():
+        if status == "finished":  # (a point to train is checked by point_trainer)
             _check_same_point(run_dir, _requested(spec, point))
         cfg = RunConfig.from_dict(point.config(spec.base))
         if status == "finished":
@@ -296,13 +296,15 @@ def _point_cost(run_dir: Path, *, latency: bool) -> dict:
     weights = RunDir(run_dir).weights()
     if weights is None:
         return cached
+    env = {"torch": torch.__version__, "threads": torch.get_num_threads()}
+    if cached.get("weights_bytes") == Path(weights).stat().st_size and (not latency or cached.get("latency_env") == env):
+        return cached  # counted (and timed) before: a finished point's costs do not change
     model = load_weights(weights).eval()
     from smallnets.export import _input_size
 
     size = _input_size(model, (getattr(model, "smallnets_meta", None) or {}).get("preprocessing"))  # the side it was trained at
     cost = {"input_size": list(size), "params": count_params(model), "macs": count_macs(model, size),
             "fp32_bytes": 4 * sum(p.numel() for p in model.parameters()), "weights_bytes": Path(weights).stat().st_size}  # fmt: skip
-    env = {"torch": torch.__version__, "threads": torch.get_num_threads()}
     if latency and (cached.get("latency_env") != env or cached.get("latency_ms") is None or cached.get("input_size") != list(size)):
         lat = measure_latency(model, size, batch_size=1, runs=30, max_seconds=10.0)
         cost.update(latency_ms=lat.median_ms, latency_p90_ms=lat.p90_ms, latency_env=env)
