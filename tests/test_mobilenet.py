@@ -13,6 +13,7 @@ from conftest import load_facts
 from smallnets.arch.inverted import cifar_stem
 from smallnets.arch.mobilenet import mobilenet_v2
 from smallnets.models._inverted import DepthwiseSeparable, InvertedBottleneck, InvertedResidual
+from smallnets.profiler import count_macs, count_params
 
 MODELS = ("mobilenet_v1", "mobilenet_v2")
 
@@ -103,6 +104,16 @@ def test_v1_conv_mobilenet_replaces_each_pair_by_a_full_conv():
     assert len(convs) == 13 and all(c.kernel_size == (3, 3) and c.groups == 1 for c in convs)
     assert [c.stride[0] for c in convs] == [1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1]
     assert stage_shapes(model, 224) == stage_shapes(meta_model("mobilenet_v1"), 224)
+
+
+def test_v1_shallow_mobilenet_drops_the_five_14x14x512_layers():
+    deep, shallow = meta_model("mobilenet_v1"), meta_model("mobilenet_v1", shallow=True)
+    assert len(blocks(deep)) - len(blocks(shallow)) == 5
+    assert stage_shapes(shallow, 224) == stage_shapes(deep, 224)  # same widths and feature sizes, fewer layers
+    assert [len(stage) for stage in shallow.stages] == [1, 2, 2, 1, 2]
+    # Table 5: 2.9 M parameters, 307 M mult-adds; each layer removed is 3*3*512 + 512*512 weights + two BatchNorms
+    assert count_params(deep) - count_params(shallow) == 5 * (9 * 512 + 512 * 512 + 4 * 512)
+    assert count_macs(shallow) == pytest.approx(307e6, rel=0.005)
 
 
 def test_v1_uses_relu6_like_the_reference():
@@ -229,6 +240,7 @@ def test_forward_backward_small(name, knobs):
         ("mobilenet_v1", {"width_mult": -0.5}, "width_mult must be > 0, got -0.5"),
         ("mobilenet_v1", {"depth_mult": 0}, "depth_mult must be > 0, got 0"),
         ("mobilenet_v1", {"separable": "no"}, "separable must be True or False, got 'no'"),
+        ("mobilenet_v1", {"shallow": 1}, "shallow must be True or False, got 1"),
         ("mobilenet_v1", {"drop_rate": 1.0}, "drop_rate must be in [0.0, 1.0), got 1.0"),
         ("mobilenet_v1", {"cifar": 1}, "cifar must be True or False, got 1"),
         ("mobilenet_v2", {"width_mult": 0}, "width_mult must be > 0, got 0"),
@@ -249,6 +261,7 @@ def test_published_figures():
     assert v1.published_for({"separable": False}).top1 == pytest.approx(71.7)
     assert v1.published_for({}, (3, 128, 128)).macs == pytest.approx(186e6)
     assert v1.published_for({"width_mult": 0.75}).top1 == pytest.approx(68.4)
+    assert v1.published_for({"shallow": True}).top1 == pytest.approx(65.3)
     v2 = smallnets.model_info("mobilenet_v2")
     assert v2.published_for().top1 == pytest.approx(72.0)
     assert v2.published_for({"width_mult": 1.4}).top1 == pytest.approx(74.7)

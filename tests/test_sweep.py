@@ -13,7 +13,7 @@ import pytest
 import smallnets
 from conftest import file_snapshot
 from smallnets.profiler import count_macs, count_params
-from smallnets.sweep import load_sweep, pareto_front, point_trainer, run_sweep
+from smallnets.sweep import format_rows, load_sweep, pareto_front, point_trainer, run_sweep
 from test_train import make_image_folder
 
 
@@ -115,6 +115,25 @@ def test_bad_sweep_files_are_refused_before_anything_trains(tmp_path, text, mess
     with pytest.raises(ValueError, match=message):
         load_sweep(path, out=tmp_path)
     assert not (tmp_path / "x").exists()
+
+
+SHIPPED = sorted((Path(__file__).parents[1] / "sweeps").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_the_shipped_sweeps_are_valid_and_name_their_papers_points(path, images, tmp_path):
+    spec = load_sweep(path, out=tmp_path, data=images)  # every point's model knobs and run config checked
+    assert spec.name == path.stem and spec.paper, "each shipped sweep reproduces a paper's table"
+    assert {row["id"] for row in spec.paper} <= {p.id for p in spec.points}
+
+
+def test_the_paper_columns_follow_what_its_figures_give():
+    rows = [{"id": "sr0.125", "status": "finished", "epochs": 10, "top1": 30.0, "params": 7.2e5, "macs": 2e7, "fp32_bytes": 2.9e6,
+             "latency_ms": None, "pareto": ["macs"]}]  # fmt: skip
+    table = format_rows(rows, [{"id": "sr0.125", "top5": 80.3, "mb": 4.8}]).splitlines()
+    assert table[0].endswith("| paper top-5 (%) | paper size (MB) |") and "paper MACs" not in table[0]
+    assert table[2].endswith("| 80.3 | 4.8 |")
+    assert "| paper top-1 (%) | paper MACs |" in format_rows(rows, [{"id": "x", "top1": 70.6, "macs": 5.69e8}]).splitlines()[0]
 
 
 def test_pareto_front_keeps_the_points_nothing_beats():

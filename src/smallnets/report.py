@@ -399,7 +399,7 @@ def _overrides(overrides: Any) -> str:
 
 def _sweep_page(root: Path, page: Path) -> str:
     from smallnets.progress import format_bytes
-    from smallnets.sweep import plot_sweep
+    from smallnets.sweep import format_paper, paper_columns, plot_sweep
 
     where = root / SWEEP_JSON
     try:
@@ -416,8 +416,9 @@ def _sweep_page(root: Path, page: Path) -> str:
     ids = {str(r.get("id")) for r in rows}
 
     head = ["point", "status", "epochs", "val top-1 (%)", "params", "MACs", "fp32 MB", "weights file", "latency b1 (ms)", "input", "overrides", "Pareto"]
+    columns = paper_columns(list(paper.values()))
     if paper:
-        head += ["paper top-1 (%)", "paper MACs", "paper params"]
+        head += [f"paper {c[1]}" for c in columns]
     table_rows, classes, linked = [], [], 0
     for r in rows:
         pid = str(r.get("id"))
@@ -435,10 +436,10 @@ def _sweep_page(root: Path, page: Path) -> str:
                  ("★ " + _e(", ".join(_PARETO_AXES[a] for a in front))) if front else ""]  # fmt: skip
         if paper:
             p = paper.get(pid, {})
-            cells += [_num(p.get("top1"), "{:.1f}"), _num(p.get("macs"), "{:.0f} M", 1e6), _num(p.get("params"), "{:.2f} M", 1e6)]
+            cells += [format_paper(p, c) for c in columns]
         table_rows.append(cells)
         classes.append("front" if front else "")
-    numeric = [False, False, True, True, True, True, True, True, True, True, False, False] + [True] * 3
+    numeric = [False, False, True, True, True, True, True, True, True, True, False, False] + [True] * len(columns)
     finished = sum(1 for r in rows if r.get("status") == "finished")
     points = [_table(head, table_rows, numeric=numeric, row_classes=classes, css="sweep"),
               '<p class="note">★ highlighted rows are on the Pareto front of the axes named: no other point costs at most as much '
@@ -448,8 +449,8 @@ def _sweep_page(root: Path, page: Path) -> str:
     unmatched = [p for pid, p in paper.items() if pid not in ids]
     if unmatched:
         points.append("<h3>The paper's figures for points not in this sweep</h3>")
-        points.append(_table(["id", "top-1 (%)", "MACs", "params"], [[_e(p.get("id")), _num(p.get("top1"), "{:.1f}"), _num(p.get("macs"), "{:.0f} M", 1e6),
-                             _num(p.get("params"), "{:.2f} M", 1e6)] for p in unmatched], numeric=[False, True, True, True], css="paper-only"))  # fmt: skip
+        points.append(_table(["id", *(c[1] for c in columns)], [[_e(p.get("id")), *(format_paper(p, c) for c in columns)] for p in unmatched],
+                             numeric=[False] + [True] * len(columns), css="paper-only"))  # fmt: skip
 
     with tempfile.TemporaryDirectory(prefix="smallnets-report-") as tmp:
         png = root / SWEEP_PNG

@@ -154,6 +154,14 @@ def load_sweep(source: str | os.PathLike | Mapping[str, Any], *, out: str | os.P
     if dupes:
         raise ValueError(f"sweep points must have distinct ids, got {dupes} more than once")
     paper = list(raw.get("paper") or [])
+    allowed = {"id", *(c[0] for c in PAPER_COLUMNS), *PAPER_NOTES}
+    for i, entry in enumerate(paper):
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("id"), str) or set(entry) - allowed:
+            got = sorted(set(entry) - allowed) if isinstance(entry, Mapping) and isinstance(entry.get("id"), str) else entry
+            raise ValueError(f"[[paper]] {i + 1} must be a table with a string id and any of {', '.join(sorted(allowed - {'id'}))}; got {got!r}")
+        for key in set(entry) & {c[0] for c in PAPER_COLUMNS}:
+            if isinstance(entry[key], bool) or not isinstance(entry[key], (int, float)) or entry[key] < 0:
+                raise ValueError(f"[[paper]] {entry['id']!r} {key} must be a non-negative number, got {entry[key]!r}")
     spec = SweepSpec(name=name, base=base, points=points, title=str(head.get("title") or name),
                      out=os.fspath(out) if out is not None else str(head.get("out") or "runs/sweeps"), paper=paper,
                      source=None if path is None else os.fspath(path))  # fmt: skip
@@ -356,12 +364,30 @@ def pareto_front(rows: Sequence[Mapping[str, Any]], cost: str, score: str = "top
     return front
 
 
+# What a [[paper]] row may give beside its id: (key, column heading, format, divisor). A figure may
+# report top-5 or model size instead of top-1 (SqueezeNet's Figure 3): columns follow the rows.
+PAPER_COLUMNS = (("top1", "top-1 (%)", "{:.1f}", 1.0), ("top5", "top-5 (%)", "{:.1f}", 1.0), ("macs", "MACs", "{:.0f} M", 1e6),
+                 ("params", "params", "{:.2f} M", 1e6), ("mb", "size (MB)", "{:.1f}", 1.0))  # fmt: skip
+PAPER_NOTES = ("source", "note")
+
+
+def paper_columns(paper: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str, float]]:
+    """The PAPER_COLUMNS some row of ``paper`` gives, in their order (top-1, MACs and params when none does)."""
+    given = [c for c in PAPER_COLUMNS if any(c[0] in row for row in paper)]
+    return given or [c for c in PAPER_COLUMNS if c[0] in ("top1", "macs", "params")]
+
+
+def format_paper(row: Mapping[str, Any], column: tuple[str, str, str, float]) -> str:
+    return _num(row.get(column[0]), column[2], column[3])
+
+
 def format_rows(rows: Sequence[Mapping[str, Any]], paper: Sequence[Mapping[str, Any]] = ()) -> str:
     by_id = {str(p.get("id")): p for p in paper}
     has_paper = bool(by_id)
+    columns = paper_columns(paper)
     head = ["point", "status", "epochs", "val top-1 (%)", "params", "MACs", "fp32 MB", "latency b1 (ms)", "Pareto"]
     if has_paper:
-        head += ["paper top-1", "paper MACs", "paper params"]
+        head += [f"paper {c[1]}" for c in columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["id"], r["status"], str(r["epochs"]), "—" if r["top1"] is None else f"{r['top1']:.2f}",
@@ -370,7 +396,7 @@ def format_rows(rows: Sequence[Mapping[str, Any]], paper: Sequence[Mapping[str, 
                  ", ".join({"macs": "MACs", "params": "params", "fp32_bytes": "bytes", "latency_ms": "latency"}[a] for a in r["pareto"]) or ""]  # fmt: skip
         if has_paper:
             p = by_id.get(r["id"], {})
-            cells += [_num(p.get("top1"), "{:.1f}"), _num(p.get("macs"), "{:.0f} M", 1e6), _num(p.get("params"), "{:.2f} M", 1e6)]
+            cells += [format_paper(p, c) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

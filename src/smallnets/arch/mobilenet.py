@@ -22,6 +22,8 @@ V1_TABLE = (
     Stage(out=512, repeats=6, stride=2),  # 28 -> 14
     Stage(out=1024, repeats=2, stride=2),  # 14 -> 7 (Table 1's second "dw/s2" here is stride 1: its input is 7x7)
 )
+# Table 5's "Shallow MobileNet": the five separable layers of feature size 14x14x512 removed.
+V1_SHALLOW = (*V1_TABLE[:3], Stage(out=512, repeats=1, stride=2), V1_TABLE[4])
 
 # MobileNetV2 Table 2 (t, c, n, s) after the stem (conv3x3/s2, 32 channels); then a 1x1 conv to 1280.
 V2_STEM = 32
@@ -62,6 +64,7 @@ def mobilenet_v1(
     width_mult: float = 1.0,
     depth_mult: float = 1.0,
     separable: bool = True,
+    shallow: bool = False,
     drop_rate: float = 0.0,
     cifar: bool = False,
     head_chs: int | None = None,
@@ -72,15 +75,18 @@ def mobilenet_v1(
     The paper's resolution multiplier rho is simply the input size (224, 192, 160, 128 px): the
     network is fully convolutional up to global pooling. ``depth_mult`` scales every stage's
     repeats (ceil), so compound scaling applies (EfficientNet Table 3). ``separable=False`` is
-    Table 4's "Conv MobileNet" (one full 3x3 conv per pair). ``head_chs`` adds a 1x1 conv head of
+    Table 4's "Conv MobileNet" (one full 3x3 conv per pair). ``shallow=True`` is Table 5's
+    "Shallow MobileNet": the five 14x14x512 layers after the first are removed (the 512 row keeps
+    one layer; ``depth_mult`` then scales what is left). ``head_chs`` adds a 1x1 conv head of
     that width before pooling (not in the paper; timm's ``mobilenetv1_100h``).
     """
     check_common_knobs(width_mult=width_mult, depth_mult=depth_mult, drop_rate=drop_rate, cifar=cifar)
     check_bool("separable", separable)
+    check_bool("shallow", shallow)
     if head_chs is not None:
         check_int("head_chs", head_chs)
     base = MobileNetV1Spec(num_classes=num_classes, in_chans=in_chans, stem=Conv(out_chs=V1_STEM, stride=2),
-                           stages=separable_blocks(V1_TABLE, V1_STEM, separable=separable), neck_chs=head_chs,
+                           stages=separable_blocks(V1_SHALLOW if shallow else V1_TABLE, V1_STEM, separable=separable), neck_chs=head_chs,
                            act="relu6", drop_rate=drop_rate)  # fmt: skip
     spec = scale_width(scale_depth(base, depth_mult), width_mult, neck="keep")
     return cifar_stem(spec) if cifar else spec
@@ -129,6 +135,7 @@ ENTRIES = (
             Published(top1=67.2, params=4.2e6, macs=291e6, input_size=(3, 160, 160), source="MobileNetV1 paper Table 7"),
             Published(top1=64.4, params=4.2e6, macs=186e6, input_size=(3, 128, 128), source="MobileNetV1 paper Table 7"),
             Published(top1=71.7, params=29.3e6, macs=4866e6, knobs={"separable": False}, source="MobileNetV1 paper Table 4 (Conv MobileNet)"),
+            Published(top1=65.3, params=2.9e6, macs=307e6, knobs={"shallow": True}, source="MobileNetV1 paper Table 5 (Shallow MobileNet)"),
         ),
         representative=True,
     ),
