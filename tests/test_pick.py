@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import smallnets
-from smallnets.pick import parse_amount, pick, train_candidates
+from smallnets.pick import EVIDENCE_ORDER, GRID_RESOLUTIONS, parse_amount, pick, train_candidates
 from smallnets.profiler import count_macs, count_params
 from smallnets.sweep import load_sweep, run_sweep
 from test_train import make_image_folder
@@ -26,15 +26,31 @@ def cache(tmp_path_factory):
 
 
 def test_every_candidate_fits_and_the_counts_are_the_profilers(cache):
-    result = pick(max_macs="20M", max_bytes="2MB", resolution=16)
-    cands = result["candidates"]
-    assert cands and result["fitting"] < result["considered"]
-    assert [c.top1 for c in cands] == sorted((c.top1 for c in cands), reverse=True)  # published evidence, best first
+    result = pick(max_macs="20M", max_bytes="6MB", resolution=16)
+    cands = pick(max_macs="20M", max_bytes="6MB", resolution=16, top=1000)["candidates"]
+    assert cands and result["fitting"] < result["considered"] and len(cands) == result["fitting"]
+    assert [c.evidence for c in cands] == sorted((c.evidence for c in cands), key=EVIDENCE_ORDER.index)
+    published = [c for c in cands if c.evidence == "published"]
+    grid = [c for c in cands if c.evidence == "none"]
+    assert published and grid and cands[: len(published)] == published and result["candidates"] == cands[:10]
+    assert [c.top1 for c in published] == sorted((c.top1 for c in published), reverse=True)  # published evidence, best first
+    assert [c.macs for c in grid] == sorted((c.macs for c in grid), reverse=True) and all(c.top1 is None for c in grid)
     for c in cands:
-        assert c.evidence == "published" and c.macs <= 20e6 and c.fp32_bytes <= 2e6 and c.input_size == (3, 16, 16)
+        assert c.macs <= 20e6 and c.fp32_bytes <= 6e6 and c.input_size == (3, 16, 16)
         model = smallnets.create_model(c.name, **c.knobs)
         assert c.params == count_params(model) and c.macs == count_macs(model, (3, 16, 16))
     assert (cache / "pick.json").is_file()  # counts cached for the next call
+
+
+def test_the_knob_grid_adds_the_papers_multipliers_and_input_sizes_once(cache):
+    grid = {"mobilenet_v1": {"width_mult": (0.25, 1.0)}}
+    result = pick(max_macs="600M", grid=grid, published=False, top=1000)
+    assert sorted((c.knobs["width_mult"], c.input_size[1]) for c in result["candidates"]) == [(w, r) for w in (0.25, 1.0) for r in sorted(GRID_RESOLUTIONS)]
+    both = pick(max_macs="600M", grid=grid, top=1000)["candidates"]
+    v1 = [c for c in both if c.name == "mobilenet_v1" and c.knobs.get("width_mult", 1.0) == 1.0 and c.input_size[1] == 224 and not c.knobs.get("separable") is False]
+    assert [c.evidence for c in v1 if set(c.knobs) <= {"width_mult"}] == ["published"]  # Table 6's alpha = 1 at 224: listed once, with its figure
+    with pytest.raises(ValueError, match="unknown knob 'width' for mobilenet_v1"):
+        pick(max_macs="1G", grid={"mobilenet_v1": {"width": (0.5,)}})
 
 
 def test_a_budget_nothing_meets_names_the_nearest(cache):
@@ -70,11 +86,16 @@ def test_measured_sweep_points_come_first_and_candidates_train_on_real_images(ca
     result = pick(max_macs="20M", resolution=16, sweeps=[spec.directory])
     first = result["candidates"][0]
     assert first.evidence == "measured" and first.name == "mobilenet_v1" and first.knobs["width_mult"] == 0.25 and "sweep tiny" in first.source
-    assert all(c.evidence == "published" for c in result["candidates"][1:])
+    assert all(c.evidence != "measured" for c in result["candidates"][1:])
     trained = train_candidates(result, images, minutes=1.0, count=2, out=tmp_path / "pick", epochs=1)
     assert len(trained) == 2 and all(c.measured_top1 is not None and c.run_dir for c in trained)
     res = subprocess.run([sys.executable, "-m", "smallnets", "pick", "--max-macs", "20M", "--resolution", "16", "--sweeps", str(spec.directory),
                           "--top", "3", "--json", str(tmp_path / "pick.json")], capture_output=True, text=True, timeout=300)  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert "| 1 | mobilenet_v1:width_mult=0.25@16 | measured" in res.stdout
-    assert json.loads((tmp_path / "pick.json").read_text())["candidates"][0]["evidence"] == "measured"
+    saved = json.loads((tmp_path / "pick.json").read_text())
+    assert saved["candidates"][0]["evidence"] == "measured" and saved["considered"] == result["considered"]
+    res = subprocess.run([sys.executable, "-m", "smallnets", "pick", "--max-macs", "20M", "--resolution", "16", "--no-grid", "--json"],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout[res.stdout.index("{"):])["considered"] == pick(max_macs="20M", resolution=16, grid=None)["considered"] < result["considered"]

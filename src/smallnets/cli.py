@@ -593,12 +593,12 @@ def cmd_quantize(args, extra) -> int:
 
 
 def cmd_pick(args) -> int:
-    from smallnets.pick import format_candidates, pick, to_json, train_candidates
+    from smallnets.pick import KNOB_GRID, format_candidates, pick, to_json, train_candidates
 
     if args.data is None and (args.train_minutes is not None or args.train_count is not None):
         raise ValueError("--train-minutes and --train-count apply to training candidates: add --data PATH")
     result = pick(max_macs=args.max_macs, max_params=args.max_params, max_bytes=args.max_bytes, max_latency_ms=args.max_latency_ms,
-                  resolution=args.resolution, sweeps=args.sweeps, top=args.top)  # fmt: skip
+                  resolution=args.resolution, sweeps=args.sweeps, top=args.top, grid=None if args.no_grid else KNOB_GRID)  # fmt: skip
     if args.data is not None:
         train_candidates(result, args.data, minutes=5.0 if args.train_minutes is None else args.train_minutes,
                          count=3 if args.train_count is None else args.train_count, out=args.out)  # fmt: skip
@@ -803,9 +803,10 @@ def build_parser() -> argparse.ArgumentParser:
         "pick",
         help="the zoo configurations inside a budget (MACs, params, bytes, latency), ranked by accuracy evidence",
         description=(
-            "Counts every configuration the papers published an accuracy for (and every point of --sweeps) at --resolution, "
-            "keeps those inside every limit given (latency measured on this machine, cached), and ranks them: points measured "
-            "in your sweeps first, then published ones (dataset named). With --data it trains the first --train-count "
+            "Counts every configuration the papers published an accuracy for, every point of --sweeps and the families' knob "
+            "grid (the multipliers and input sizes the papers sweep) at --resolution, keeps those inside every limit given "
+            "(latency measured on this machine, cached), and ranks them: points measured in your sweeps first, then published "
+            "ones (dataset named), then the grid's with no accuracy figure (largest MACs first). With --data it trains the first --train-count "
             "candidates for --train-minutes each and reports their measured validation top-1."
         ),
     )
@@ -816,6 +817,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, help="input side in px (default: each configuration's own; <= 64 uses the CIFAR stem)")
     p.add_argument("--sweeps", nargs="*", default=[], metavar="DIR", help="sweep directories whose measured points are candidates too")
     p.add_argument("--top", type=int, default=10, help="candidates to print (default: %(default)s)")
+    p.add_argument("--no-grid", action="store_true", help="leave out the knob grid: published configurations and --sweeps only")
     p.add_argument("--data", help="train the first candidates on this data set briefly")
     p.add_argument("--train-minutes", type=float, help="with --data: minutes per candidate (default: 5)")
     p.add_argument("--train-count", type=int, help="with --data: candidates to train (default: 3)")

@@ -2,15 +2,17 @@
 ranked by the best accuracy evidence there is.
 
 Candidates are the configurations the papers published an accuracy for (every ``Published``
-record of the registry: a model, its knobs and input size) and every point of the sweeps given
-(their measured validation accuracy). At ``resolution`` (default: each configuration's own) the
+record of the registry: a model, its knobs and input size), every point of the sweeps given
+(their measured validation accuracy) and the families' knob grid (:data:`KNOB_GRID`: the
+multipliers and input sizes the papers sweep, with no accuracy figure of their own). At ``resolution`` (default: each configuration's own) the
 exact counts come from the profiler (built on the meta device: nothing is allocated); latency is
 measured on this machine (batch 1, fp32 eager, the same measurement as ``smallnets profile``)
 only for configurations inside the count limits, and cached (counts too) in the cache folder's ``pick.json``
 (keyed by configuration, input size, torch version and threads). The ranking keeps the evidence
 apart, because a CIFAR-10 accuracy measured here and a published ImageNet one do not compare:
 measured points first (by their validation top-1), then published ones (by the paper's top-1,
-dataset named). A budget nothing meets gets an error naming the nearest candidates and by how
+dataset named), then the grid's (largest MACs first: within a family the bigger network inside the
+budget is the usual bet; ``--data`` measures it). A budget nothing meets gets an error naming the nearest candidates and by how
 much each misses.
 """
 
@@ -26,7 +28,7 @@ from typing import Any
 
 from smallnets._io import atomic_write_text
 
-__all__ = ["Candidate", "parse_amount", "pick"]
+__all__ = ["GRID_RESOLUTIONS", "KNOB_GRID", "Candidate", "parse_amount", "pick"]
 
 _UNITS = {"": 1, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9}
 
@@ -51,7 +53,7 @@ class Candidate:
     name: str
     knobs: dict[str, Any]
     input_size: tuple[int, int, int]
-    evidence: str  # "measured" | "published"
+    evidence: str  # "measured" | "published" | "none" (the knob grid's)
     top1: float | None
     source: str
     dataset: str
@@ -67,6 +69,49 @@ class Candidate:
     def label(self) -> str:
         knobs = ",".join(f"{k}={v}" for k, v in self.knobs.items() if k != "cifar")
         return f"{self.name}{':' + knobs if knobs else ''}@{self.input_size[1]}"
+
+
+# The knobs pick explores beyond the published configurations, each as its paper sweeps it.
+KNOB_GRID: dict[str, dict[str, tuple]] = {
+    "mobilenet_v1": {"width_mult": (0.25, 0.5, 0.75, 1.0)},  # MobileNetV1 Table 6 and Figures 4-5 (alpha x rho)
+    "mobilenet_v2": {"width_mult": (0.35, 0.5, 0.75, 1.0, 1.4)},  # MobileNetV2 Figure 5 (0.35-1.4 x 96-224 px)
+    "shufflenet_v2": {"width_mult": (0.5, 1.0, 1.5, 2.0)},  # ShuffleNet V2 Table 8
+    "squeezenet": {"squeeze_ratio": (0.125, 0.25, 0.5, 0.75, 1.0)},  # SqueezeNet Figure 3(a)
+}
+# Input sizes explored for configurations whose own is 224 px when no --resolution is given:
+# MobileNetV1's resolution multiplier (Table 7).
+GRID_RESOLUTIONS = (224, 192, 160, 128)
+
+
+def _knob_key(name: str, knobs: Mapping[str, Any], size: Sequence[int]) -> str:
+    from smallnets.registry import model_info, resolve_knobs
+
+    info = model_info(name)
+    return json.dumps([info.family, info.fixed, resolve_knobs(name, knobs), list(size)], sort_keys=True, default=str)
+
+
+def _grid(resolution: int | None, grid: Mapping[str, Mapping[str, Sequence[Any]]]) -> list[Candidate]:
+    import itertools
+
+    from smallnets.profiler import default_input_size
+    from smallnets.registry import model_info, resolve_knobs
+
+    out = []
+    for name, axes in grid.items():
+        info = model_info(name)
+        resolve_knobs(name, {k: v[0] for k, v in axes.items()})  # a knob the model lacks is named here
+        for combo in itertools.product(*axes.values()):
+            knobs = dict(zip(axes, combo))
+            own = default_input_size(name, knobs)
+            if resolution is not None:
+                sizes = [(own[0], resolution, resolution)]
+                if resolution <= 64 and "cifar" in info.knobs:
+                    knobs["cifar"] = True
+            else:
+                sizes = [(own[0], r, r) for r in GRID_RESOLUTIONS] if own[1:] == (224, 224) else [own]
+            out += [Candidate(name=name, knobs=dict(knobs), input_size=size, evidence="none", top1=None,
+                              source="knob grid: no accuracy figure", dataset="") for size in sizes]  # fmt: skip
+    return out
 
 
 def _published(resolution: int | None) -> list[Candidate]:
@@ -151,15 +196,18 @@ def _latency(c: Candidate, cache: dict) -> None:
     c.latency_ms = cache[key]
 
 
+EVIDENCE_ORDER = ("measured", "published", "none")
 LIMITS = (("max_macs", "macs", "MACs"), ("max_params", "params", "parameters"), ("max_bytes", "fp32_bytes", "fp32 bytes"),
           ("max_latency_ms", "latency_ms", "latency ms"))  # fmt: skip
 
 
 def pick(*, max_macs=None, max_params=None, max_bytes=None, max_latency_ms=None, resolution: int | None = None,
-         sweeps: Sequence[str | os.PathLike] = (), top: int = 10, published: bool = True) -> dict:  # fmt: skip
-    """The candidates inside every limit given, ranked (see the module docstring). Returns
-    ``{"candidates": [...], "considered": N, "limits": {...}}``; raises ValueError naming the nearest
-    candidates when none fits."""
+         sweeps: Sequence[str | os.PathLike] = (), top: int = 10, published: bool = True,
+         grid: Mapping[str, Mapping[str, Sequence[Any]]] | None = KNOB_GRID) -> dict:  # fmt: skip
+    """The candidates inside every limit given, ranked (see the module docstring). ``grid``: the
+    knob values to explore per model name (default :data:`KNOB_GRID`; None or {} for none).
+    Returns ``{"candidates": [...], "considered": N, "limits": {...}}``; raises ValueError naming
+    the nearest candidates when none fits."""
     from smallnets._checks import check_int
 
     limits = {}
@@ -170,12 +218,15 @@ def pick(*, max_macs=None, max_params=None, max_bytes=None, max_latency_ms=None,
         check_int("resolution", resolution, minimum=8)
     check_int("top", top)
     cands = _measured(sweeps) + (_published(resolution) if published else [])
+    if grid:
+        known = {_knob_key(c.name, c.knobs, c.input_size) for c in cands if c.evidence == "published"}
+        cands += [c for c in _grid(resolution, grid) if _knob_key(c.name, c.knobs, c.input_size) not in known]
     if not cands:
         raise ValueError("no candidates: give sweeps or keep the published configurations")
     cache_file = _cache_path()
     cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     for c in cands:
-        if c.evidence == "published":
+        if c.evidence != "measured":
             _count(c, cache)
         c.misses = {arg: getattr(c, attr) / limits[arg] for arg, attr, _ in LIMITS[:3] if arg in limits and getattr(c, attr) > limits[arg]}
     if "max_latency_ms" in limits:
@@ -192,7 +243,7 @@ def pick(*, max_macs=None, max_params=None, max_bytes=None, max_latency_ms=None,
         detail = "; ".join(f"{c.label} ({', '.join(f'{a} {r:.2f}x the limit' for a, r in c.misses.items())})" for c in nearest)
         given = ", ".join(f"{k}={v:g}" for k, v in limits.items())
         raise ValueError(f"no configuration of the {len(cands)} considered fits every limit ({given}); nearest: {detail}")
-    fits.sort(key=lambda c: (c.evidence != "measured", -(c.top1 or 0.0), c.macs))
+    fits.sort(key=lambda c: (EVIDENCE_ORDER.index(c.evidence), -(c.top1 or 0.0), -c.macs if c.evidence == "none" else c.macs))
     return {"candidates": fits[:top], "fitting": len(fits), "considered": len(cands), "limits": limits, "resolution": resolution}
 
 
@@ -226,7 +277,8 @@ def format_candidates(cands: Sequence[Candidate]) -> str:
         head.append("trained here: val top-1 (%)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, c in enumerate(cands, 1):
-        ev = f"measured ({c.source})" if c.evidence == "measured" else f"published, {c.dataset} ({c.source})"
+        ev = {"measured": f"measured ({c.source})", "published": f"published, {c.dataset} ({c.source})",
+              "none": "none: knob grid (train with --data)"}[c.evidence]  # fmt: skip
         cells = [str(i), c.label, ev, "—" if c.top1 is None else f"{c.top1:.1f}", f"{c.params / 1e6:.2f} M", f"{c.macs / 1e6:.1f} M",
                  f"{c.fp32_bytes / 1e6:.2f}", "—" if c.latency_ms is None else f"{c.latency_ms:.2f}"]  # fmt: skip
         if trained:
