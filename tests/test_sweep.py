@@ -90,6 +90,22 @@ def test_a_sweep_trains_each_point_once_resumes_an_interrupted_one_and_reports_c
     assert res.returncode == 2 and "another configuration" in res.stderr and "rename the sweep or the point" in res.stderr
 
 
+def test_a_diverging_point_is_recorded_and_the_sweep_goes_on(images, tmp_path):
+    path = tmp_path / "lr.toml"
+    base = spec_text(images, tmp_path / "cache").split("[grid]")[0]
+    path.write_text(base + '[[point]]\nid = "wild"\n"train.lr" = 1e12\n[[point]]\nid = "calm"\n"model.width_mult" = 0.25\n')
+    spec = load_sweep(path, out=tmp_path / "sweeps")
+    res = run_cli("sweep", str(path), "--out", str(tmp_path / "sweeps"), "--no-latency", "--progress", "false")
+    assert res.returncode == 1 and "1 point(s) diverged (loss NaN or infinite): wild" in res.stderr, res.stderr
+    rows = {r["id"]: r for r in json.loads((spec.directory / "sweep.json").read_text())["rows"]}
+    assert rows["wild"]["status"] == "diverged" and rows["calm"]["status"] == "finished" and rows["calm"]["top1"] is not None
+    assert "| wild | diverged |" in (spec.directory / "sweep.md").read_text()
+    # again: the diverged point is not trained again (the same recipe would diverge the same way); nothing changes
+    before = file_snapshot(spec.directory / "wild")
+    again = run_sweep(spec, latency=False, progress=False)
+    assert again["diverged"] == ["wild"] and file_snapshot(spec.directory / "wild") == before
+
+
 def test_latency_is_measured_once_and_cached(images, tmp_path):
     path = tmp_path / "one.toml"
     path.write_text(spec_text(images, tmp_path / "cache").replace('[0.25, 0.5]', '[0.25]').split("[[point]]")[0])

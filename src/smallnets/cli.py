@@ -626,6 +626,10 @@ def cmd_sweep(args) -> int:
         print()
         print(result["table"])
         print(f"sweep directory {result['directory']} ({result['json']}, {result['md']}, {result['png']})")
+    if result.get("diverged"):
+        print(f"smallnets sweep: {len(result['diverged'])} point(s) diverged (loss NaN or infinite): {', '.join(result['diverged'])}; "
+              "their directories keep the last good checkpoint and the reason in run.json", file=sys.stderr)  # fmt: skip
+        return 1
     return 0
 
 

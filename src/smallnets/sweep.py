@@ -182,6 +182,9 @@ def load_sweep(source: str | os.PathLike | Mapping[str, Any], *, out: str | os.P
 # --- running -----------------------------------------------------------------------------------
 
 
+DONE = ("finished", "diverged")  # a point the sweep does not train again
+
+
 def _status(run_dir: Path) -> str | None:
     info = run_dir / "run.json"
     if not info.is_file():
@@ -239,15 +242,22 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, *, only: Sequence[str] | None
         atomic_write_text(root / "sweep_spec.json", json.dumps({**asdict(spec), "points": [asdict(p) for p in spec.points]}, indent=1, default=str))
     started = time.perf_counter()
     trained_epochs, trained_seconds = 0, 0.0
-    todo_epochs = sum(RunConfig.from_dict(p.config(spec.base)).train.epochs for p in points if _status(root / p.id) != "finished")
+    todo_epochs = sum(RunConfig.from_dict(p.config(spec.base)).train.epochs for p in points if _status(root / p.id) not in DONE)
+    from smallnets.training.trainer import TrainingDiverged
+
+    diverged = []
     for i, point in enumerate(points, 1):
         run_dir = root / point.id
         status = _status(run_dir)
-        if status == "finished":  # (a point to train is checked by point_trainer)
+        if status in DONE:  # (a point to train is checked by point_trainer)
             _check_same_point(run_dir, _requested(spec, point))
         cfg = RunConfig.from_dict(point.config(spec.base))
         if status == "finished":
             say(f"sweep {spec.name}: point {i}/{len(points)} {point.id}: finished before, skipped")
+        elif status == "diverged":
+            say(f"sweep {spec.name}: point {i}/{len(points)} {point.id}: diverged before (its run.json says where), skipped; "
+                f"delete {run_dir} or change its recipe to train it again")  # fmt: skip
+            diverged.append(point.id)
         else:
             eta = ""
             if trained_epochs:
@@ -257,7 +267,11 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, *, only: Sequence[str] | None
             trainer = point_trainer(spec, point, progress=progress)
             if trainer.epoch or trainer.batch:
                 say(f"  resuming {point.id} at epoch {trainer.epoch + 1}, batch {trainer.batch}")
-            trainer.fit()
+            try:
+                trainer.fit()
+            except TrainingDiverged as exc:  # a finding about the recipe, not a reason to stop the other points
+                say(f"  {point.id} diverged: {exc}; the sweep goes on")
+                diverged.append(point.id)
             trained_seconds += time.perf_counter() - t0
             trained_epochs += cfg.train.epochs
             todo_epochs -= cfg.train.epochs
@@ -265,9 +279,9 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, *, only: Sequence[str] | None
             _point_cost(run_dir, latency=latency)
             written = write_sweep(spec)
     if not _is_main():
-        return {"directory": os.fspath(root), "rows": []}
+        return {"directory": os.fspath(root), "rows": [], "diverged": diverged}
     say(f"sweep {spec.name}: {len(points)} point(s) in {format_duration(time.perf_counter() - started)}; {written['md']}")
-    return written
+    return {**written, "diverged": diverged}
 
 
 def point_trainer(spec: SweepSpec, point: SweepPoint, *, progress: bool = True):
