@@ -154,6 +154,20 @@ def test_init_follows_torchvision():
     assert all((m.bias == 0).all() for m in model.modules() if isinstance(m, nn.Conv2d))
 
 
+def test_xavier_init_is_caffes_filler_and_keeps_the_bypass_sums_small():
+    torch.manual_seed(0)
+    model = smallnets.create_model("squeezenet1_0", num_classes=10, bypass="complex", cifar=True, init="xavier")
+    fire = model.stages[0].fire2.squeeze.conv.weight  # Caffe's xavier filler: U(+-sqrt(3 / fan_in))
+    assert fire.abs().max().item() <= math.sqrt(3 / 96) < fire.abs().max().item() * 1.05
+    assert abs(model.classifier.conv10.conv.weight.std().item() - 0.01) < 0.001  # conv10 as before
+    x = torch.randn(8, 3, 32, 32)
+    torch.manual_seed(0)
+    kaiming = smallnets.create_model("squeezenet1_0", num_classes=10, bypass="complex", cifar=True)
+    with torch.no_grad():
+        assert model(x).std() * 10 < kaiming(x).std()  # the complex bypass's sums no longer grow tenfold from layer to layer
+    assert model.spec.init == "xavier" and smallnets.build_model(model.spec).spec.init == "xavier"
+
+
 # ------------------------------------------------------------------------------------------
 # Section 5 metaparameters
 
@@ -281,6 +295,7 @@ def test_identity_bypass_needs_matching_channels(bypass, freq):
         ({"bypass": None}, r"bypass must be one of"),
         ({"drop_rate": 1.0}, r"drop_rate must be in \[0.0, 1.0\), got 1.0"),
         ({"cifar": 1}, r"cifar must be True or False, got 1"),
+        ({"init": "he"}, r"init must be one of 'kaiming', 'xavier'; got 'he'"),
     ],
 )
 def test_bad_knobs_name_the_argument(knobs, match):
@@ -293,10 +308,10 @@ def test_released_versions_pin_their_metaparameters():
         _meta("squeezenet1_1", squeeze_ratio=0.25)
     with pytest.raises(ValueError, match="squeezenet fixes version='1_0'"):  # Section 5 explores the 1.0 layout
         _meta("squeezenet", version="1_1")
-    assert set(smallnets.model_info("squeezenet1_0").knobs) == {"bypass", "drop_rate", "cifar"}
+    assert set(smallnets.model_info("squeezenet1_0").knobs) == {"bypass", "drop_rate", "cifar", "init"}
     assert dict(smallnets.model_info("squeezenet").knobs) == {
         "base_e": 128, "incr_e": 128, "pct3x3": 0.5, "freq": 2, "squeeze_ratio": 0.125,
-        "bypass": "none", "drop_rate": 0.5, "cifar": False,
+        "bypass": "none", "drop_rate": 0.5, "cifar": False, "init": "kaiming",
     }  # fmt: skip
 
 

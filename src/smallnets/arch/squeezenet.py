@@ -168,11 +168,13 @@ class SqueezeNetSpec(ArchSpec):
     conv1: Conv1
     stages: tuple[FireStage, ...]
     drop_rate: float = 0.5  # dropout before conv10
+    init: str = "kaiming"  # the convs' initialisation: "kaiming" (torchvision's) or "xavier" (the released Caffe model's)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         name = type(self).__name__
         check_range("drop_rate", self.drop_rate, 0.0, 1.0, high_open=True)
+        check_choice("init", self.init, INITS)
         if not self.stages:
             raise ValueError(f"{name}: stages must be a non-empty list of stages, got {self.stages!r:.80}")
         chs, index = self.conv1.out_chs, 0
@@ -232,6 +234,9 @@ def cifar_stem(spec: SqueezeNetSpec) -> SqueezeNetSpec:
     return dataclasses.replace(spec, conv1=conv1, resolution=32)
 
 
+INITS = ("kaiming", "xavier")
+
+
 def squeezenet(
     num_classes: int = 1000,
     in_chans: int = 3,
@@ -245,19 +250,23 @@ def squeezenet(
     bypass: str = "none",
     drop_rate: float = 0.5,
     cifar: bool = False,
+    init: str = "kaiming",
 ) -> SqueezeNetSpec:
     """SqueezeNet: ``squeezenet1_0`` / ``squeezenet1_1`` are the released networks (torchvision's, layer
     for layer); ``squeezenet`` is the 1.0 layout with the Section 5 metaparameters as knobs (its
     defaults are squeezenet1_0). ``bypass``: "none", "simple" or "complex" (Section 6). ``cifar``:
-    conv1 at stride 1 with "same" padding (total stride 8)."""
+    conv1 at stride 1 with "same" padding (total stride 8). ``init``: "kaiming" (torchvision's) or
+    "xavier" (the released Caffe model's filler, half the variance: the bypass variants start with
+    sane logits; it changes no layer, only the starting weights)."""
     check_choice("version", version, LAYOUTS)
     check_choice("bypass", bypass, BYPASSES)
     check_range("drop_rate", drop_rate, 0.0, 1.0, high_open=True)
     check_bool("cifar", cifar)
+    check_choice("init", init, INITS)
     conv1, table = LAYOUTS[version]
     rows = fire_table(sum(s.repeats for s in table), base_e=base_e, incr_e=incr_e, pct3x3=pct3x3, freq=freq, squeeze_ratio=squeeze_ratio)
     spec = SqueezeNetSpec(num_classes=num_classes, in_chans=in_chans, conv1=conv1,
-                          stages=fire_stages(table, rows, conv1.out_chs, bypass), drop_rate=drop_rate)  # fmt: skip
+                          stages=fire_stages(table, rows, conv1.out_chs, bypass), drop_rate=drop_rate, init=init)  # fmt: skip
     return cifar_stem(spec) if cifar else spec
 
 

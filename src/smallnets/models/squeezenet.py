@@ -90,16 +90,20 @@ class SqueezeNet(SmallNet):
 
 
 def init_squeezenet(model: SqueezeNet) -> None:
-    """torchvision's SqueezeNet init: Kaiming-uniform convs, conv10 normal(0, 0.01), zero biases."""
+    """conv10 normal(0, 0.01), zero biases, the other convs uniform: ``spec.init`` "kaiming" is
+    torchvision's U(+-sqrt(6 / fan_in)); "xavier" is the released Caffe model's ``xavier`` filler,
+    U(+-sqrt(3 / fan_in)), half the variance, which keeps the bypass variants' sums from growing
+    layer after layer (complex bypass: initial logits about 30x smaller)."""
     if is_meta(model):
         return
     conv10 = model.classifier.conv10.conv
+    gain_a = 1.0 if getattr(model.spec, "init", "kaiming") == "xavier" else 0.0  # kaiming_uniform_'s a: gain sqrt(2 / (1 + a^2))
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             if m is conv10:
                 nn.init.normal_(m.weight, mean=0.0, std=0.01)
             else:
-                nn.init.kaiming_uniform_(m.weight)
+                nn.init.kaiming_uniform_(m.weight, a=gain_a)
             nn.init.zeros_(m.bias)
 
 
