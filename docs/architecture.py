@@ -28,6 +28,9 @@ PARTS = {
     "data": ("#bebada", ("smallnets.data",)),
     "workflows": ("#ffffb3", ("smallnets.training", "smallnets.rundir", "smallnets.fast_cpu", "smallnets.metrics", "smallnets.evaluation", "smallnets.prediction", "smallnets.compare", "smallnets.plots")),
     "shrink": ("#ccebc5", ("smallnets.compress",)),
+    "ship": ("#8dd3c7", ("smallnets.imaging", "smallnets.predictions", "smallnets.runtime", "smallnets.export", "smallnets.onnx_module",
+                         "smallnets.quantization", "smallnets.qat", "smallnets.bench")),  # fmt: skip
+    "study": ("#bc80bd", ("smallnets.sweep", "smallnets.pick", "smallnets.report")),
     "command line": ("#fccde5", ("smallnets.cli", "smallnets.__main__")),
 }
 
