@@ -94,8 +94,8 @@ class CompareRow:
 
 
 def default_specs() -> list[ModelSpec]:
-    """One representative of every family."""
-    return [ModelSpec(n, {}) for n in list_models() if model_info(n).representative]
+    """One representative of every efficient family (the classic baselines are added by ``--baselines``)."""
+    return [ModelSpec(n, {}) for n in list_models() if model_info(n).representative and not model_info(n).baseline]
 
 
 def compare(

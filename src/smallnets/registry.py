@@ -33,6 +33,7 @@ class ModelInfo:
     fixed: Mapping[str, Any]  # builder arguments this entry pins (its identity, e.g. growth rate)
     published: tuple[Published, ...]
     representative: bool  # shown by ``smallnets compare`` when no names are given
+    baseline: bool = False  # a classic network (AlexNet, VGG, ResNet, ...): ``smallnets compare --baselines`` adds them
     spec_builder: Callable[..., ArchSpec] | None = field(default=None, repr=False, compare=False)  # (num_classes, in_chans, **knobs) -> spec
     num_classes: int = 1000  # the builder's default classifier width
     in_chans: int = 3
@@ -80,7 +81,7 @@ def add_entry(entry: Entry) -> None:
     _add(ModelInfo(
         name=entry.name, family=entry.family, paper=entry.paper, input_size=tuple(entry.input_size),
         knobs=MappingProxyType(_knobs_of(entry.spec, entry.name, entry.fixed, entry.defaults)), fixed=MappingProxyType(dict(entry.fixed)),
-        published=tuple(entry.published), representative=entry.representative, spec_builder=entry.spec,
+        published=tuple(entry.published), representative=entry.representative, baseline=entry.baseline, spec_builder=entry.spec,
         num_classes=params["num_classes"].default, in_chans=params["in_chans"].default,
     ))  # fmt: skip
 

@@ -84,6 +84,7 @@ class Entry:
     defaults: Mapping[str, Any] = field(default_factory=dict)  # knob defaults this entry changes
     published: tuple[Published, ...] = ()
     representative: bool = False  # shown by ``smallnets compare`` when no names are given
+    baseline: bool = False  # a classic network the efficient ones are measured against: ``compare --baselines``
 
 
 @dataclass(frozen=True, kw_only=True)
