@@ -97,6 +97,20 @@ def test_compare_table_chart_and_json(tmp_path):
     assert not list(tmp_path.glob(".*tmp*")), "temporary files left behind"
 
 
+def test_compare_baselines_adds_the_classics_beside_the_efficient_nets(tmp_path):
+    chart = tmp_path / "chart.png"
+    res = run("compare", "squeezenet1_0", "--baselines", "--no-latency", "--json", "-", "--chart", str(chart))
+    assert res.returncode == 0, res.stderr
+    rows = {r["name"]: r for r in json.loads(res.stdout)}
+    classics = [r for r in rows.values() if r["baseline"]]
+    assert not rows["squeezenet1_0"]["baseline"] and len({r["family"] for r in classics}) == len(classics) >= 7
+    assert {"alexnet", "vgg", "resnet"} <= {r["family"] for r in classics}
+    # the SqueezeNet paper's headline: AlexNet-level accuracy with 50x fewer parameters (61.1 M against 1.25 M)
+    assert 48 < rows["alexnet"]["params"] / rows["squeezenet1_0"]["params"] < 50
+    assert rows["alexnet"]["params"] == 61_100_840 and rows["alexnet"]["top1"] is not None
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_compare_bad_spec():
     res = run("compare", "mobilenet_v1:width=0.5", "--no-latency", "--chart", "")
     assert res.returncode == 2 and "unknown knob 'width'" in res.stderr

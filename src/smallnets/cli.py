@@ -310,6 +310,7 @@ def cmd_compare(args) -> int:
 
     rows = compare(
         args.names or None,
+        baselines=args.baselines,
         latency=not args.no_latency,
         max_seconds=args.max_seconds,
         threads=args.threads,
@@ -844,6 +845,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="table and chart of several models (default: one per family)")
     p.add_argument("names", nargs="*", help="model specs: name[:knob=value,...][@resolution], e.g. mobilenet_v1:width_mult=0.5@160")
+    p.add_argument("--baselines", action="store_true",
+                   help="add one classic network of each family (AlexNet, VGG, GoogLeNet, Inception v3, ResNet, ResNeXt, DPN, ...): "
+                        "the networks the efficient ones are measured against")  # fmt: skip
     p.add_argument("--chart", default="smallnets-compare.png", help="PNG to write (default: %(default)s; '' for none)")
     p.add_argument("--json", nargs="?", const="-", help="write JSON to PATH, or print it with no PATH")
     p.add_argument("--no-latency", action="store_true")

@@ -91,6 +91,7 @@ class CompareRow:
     top1: float | None  # published top-1 (%) on `dataset`, None when no paper reports this config
     dataset: str | None
     top1_source: str | None
+    baseline: bool = False  # a classic network (AlexNet, VGG, ResNet, ...), not an efficient one
 
 
 def default_specs() -> list[ModelSpec]:
@@ -98,17 +99,28 @@ def default_specs() -> list[ModelSpec]:
     return [ModelSpec(n, {}) for n in list_models() if model_info(n).representative and not model_info(n).baseline]
 
 
+def baseline_specs() -> list[ModelSpec]:
+    """One representative of every classic family (AlexNet, VGG, GoogLeNet / Inception, ResNet, ...),
+    each at its paper's input size."""
+    return [ModelSpec(n, {}) for n in list_models() if model_info(n).representative and model_info(n).baseline]
+
+
 def compare(
     specs: Sequence[ModelSpec | str] | None = None,
     *,
+    baselines: bool = False,
     latency: bool = True,
     max_seconds: float = 2.0,
     threads: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> list[CompareRow]:
-    """Profile each configuration (default: one per family) and attach its published top-1."""
+    """Profile each configuration (default: one per efficient family) and attach its published
+    top-1; ``baselines`` adds one representative of every classic family (those not given already)."""
     check_positive("max_seconds", max_seconds)
     specs = [ModelSpec.parse(s) if isinstance(s, str) else s for s in (specs or default_specs())]
+    if baselines:
+        given = {(s.name, tuple(sorted(s.knobs.items())), s.input_size) for s in specs}
+        specs += [b for b in baseline_specs() if (b.name, (), b.input_size) not in given]
     rows = []
     for i, spec in enumerate(specs, 1):
         if progress:
@@ -142,6 +154,7 @@ def compare(
                 top1=pub.top1 if pub else None,
                 dataset=pub.dataset if pub else None,
                 top1_source=pub.source if pub else None,
+                baseline=info.baseline,
             )
         )
     return rows
@@ -154,7 +167,7 @@ def format_table(rows: Sequence[CompareRow]) -> str:
         top1 = f"{r.top1:.1f}" + ("" if r.dataset == "imagenet" else f" ({r.dataset})") if r.top1 is not None else "-"
         body.append(
             (
-                r.label,
+                r.label + (" (classic)" if r.baseline else ""),
                 f"{r.input_size[1]}x{r.input_size[2]}",
                 f"{r.params / 1e6:.2f}",
                 f"{r.macs / 1e6:,.0f}",
@@ -213,7 +226,8 @@ def plot_comparison(rows: Sequence[CompareRow], path, title: str | None = None) 
     def scatter(ax, xs, xlabel):
         for r, x in zip(rated if xs is None else with_latency, xs or [r.macs / 1e6 for r in rated]):
             area = 60 + 1400 * r.params / max_params
-            ax.scatter(x, r.top1, s=area, color=colors[r.family], alpha=0.55, edgecolors="black", linewidths=0.6)
+            ax.scatter(x, r.top1, s=area, color=colors[r.family], alpha=0.55, edgecolors="black", linewidths=0.6,
+                       marker="s" if r.baseline else "o")  # fmt: skip
             radius = (area / 3.1416) ** 0.5  # points
             ax.annotate(
                 f"{r.label} ({r.params / 1e6:.1f}M)", (x, r.top1), xytext=(0, radius + 2), textcoords="offset points",
@@ -233,7 +247,9 @@ def plot_comparison(rows: Sequence[CompareRow], path, title: str | None = None) 
         scatter(axes[0][1], [r.latency_median_ms for r in with_latency], "measured latency, batch 1 (ms, log scale)")
         env = environment()
         axes[0][1].set_title(f"Accuracy vs latency ({env['threads']} threads, torch {env['torch']})")
-    handles = [Line2D([], [], marker="o", ls="", color=colors[f], label=f) for f in families]
+    classic = {r.family for r in rows if r.baseline}
+    handles = [Line2D([], [], marker="s" if f in classic else "o", ls="", color=colors[f], label=f + (" (classic)" if f in classic else ""))
+               for f in families]  # fmt: skip
     fig.legend(handles=handles, loc="lower center", ncol=min(len(families), 8), fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
