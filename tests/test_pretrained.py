@@ -432,3 +432,12 @@ def test_list_formats_from_the_command_line():
 
 def test_the_fixture_list_is_what_shared_holds(interop_fixtures):
     assert FIXTURES == sorted(p.name.removesuffix(".weights.safetensors") for p in interop_fixtures.glob("*.weights.safetensors"))
+
+
+def test_a_cache_folder_under_home_is_expanded(tmp_path, monkeypatch):
+    from smallnets.pretrained.download import fetch_checkpoint
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "models"))):
+        fetch_checkpoint("https://example.org/w/net-0123abcd.pth", cache_dir="~/models", offline=True)
+    assert not (tmp_path / "~").exists()

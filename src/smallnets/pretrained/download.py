@@ -40,7 +40,7 @@ def fetch_checkpoint(
         raise ValueError(f"sha256 must be 64 lowercase hex digits, got {sha256!r}")
     name = os.path.basename(parsed.path) or "checkpoint"
     tag = hashlib.sha256(url.encode()).hexdigest()[:12]  # two URLs ending in the same file name never collide
-    dest = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    dest = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()  # "~/models" means the home folder
     dest = dest / f"{tag}-{name}"
     # torch.hub's convention: NAME-<first hex digits of the SHA-256>.EXT, checked when no full digest is given
     m = re.search(r"-([0-9a-f]{8,64})\.[a-z]+$", name)
