@@ -18,9 +18,17 @@ FIXTURES = ("torchvision__googlenet", "torchvision__resnet18")
 # the shared reference figures (exact, from the reference implementations) and our own entries
 # for the networks no reference library ships, from their papers' tables (tolerance of the rounding)
 TABLES = load_facts("classic_tables.json")["entries"] + load_facts("classic_tables_added.json")["entries"]
+# Issue 15 lands family by family: the reference figures of a family not in the zoo yet are listed
+# here, so that the suite says what is missing instead of failing on it; a landed family must not be.
+PENDING = {"alexnet", "vgg16_bn", "googlenet", "inception_v3", "dpn92", "torchvision:alexnet", "torchvision:vgg16", "torchvision:vgg16_bn",
+           "torchvision:googlenet", "torchvision:inception_v3", "timm:dpn68", "timm:dpn92", "torchvision__googlenet"}  # fmt: skip
 
 
-@pytest.mark.parametrize("entry", TABLES, ids=[e["id"] for e in TABLES])
+def _pending(key: str) -> list:
+    return [pytest.mark.xfail(reason=f"{key}: its family has not landed in the zoo yet (issue 15)", strict=True)] if key in PENDING else []
+
+
+@pytest.mark.parametrize("entry", [pytest.param(e, id=e["id"], marks=_pending(e["id"])) for e in TABLES])
 def test_classic_table_entry(entry):
     with torch.device("meta"):
         model = smallnets.create_model(entry["model"], num_classes=entry["num_classes"], **entry["kwargs"])
@@ -44,7 +52,7 @@ def _manifest_state(fmt: str) -> dict[str, torch.Tensor]:
     return dict(items)
 
 
-@pytest.mark.parametrize("fmt", sorted(MANIFESTS))
+@pytest.mark.parametrize("fmt", [pytest.param(f, id=f, marks=_pending(f)) for f in sorted(MANIFESTS)])
 def test_classic_manifests_convert_key_for_key(fmt):
     spec = get_format(fmt)
     src = _manifest_state(fmt)
@@ -64,7 +72,7 @@ def test_classic_manifests_convert_key_for_key(fmt):
         assert detect_format(src) == fmt
 
 
-@pytest.mark.parametrize("fixture", FIXTURES)
+@pytest.mark.parametrize("fixture", [pytest.param(f, id=f, marks=_pending(f)) for f in FIXTURES])
 def test_classic_fixture_logits_match_the_reference(fixture):
     weights = shared_path("reference", "interop", "classic", f"{fixture}.weights.safetensors")
     io = safetensors.torch.load_file(str(weights.parent / f"{fixture}.io.safetensors"))

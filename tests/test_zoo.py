@@ -25,8 +25,9 @@ def _zoo():
 
 def _small_input(name: str) -> tuple[int, int, int]:
     info = smallnets.model_info(name)
-    # Smallest side that survives the network's downsampling (Xception's unpadded stem, 7x7 stems).
-    side = 32 if info.input_size[1] <= 32 else 64
+    # Smallest side that survives the network's downsampling (Xception's unpadded stem, 7x7 stems;
+    # the 299- and 331-px Inception-style stems and reductions need 75 px).
+    side = 32 if info.input_size[1] <= 32 else 96 if info.input_size[1] >= 299 else 64
     return (info.input_size[0], side, side)
 
 

@@ -9,16 +9,22 @@ from collections.abc import Mapping
 from torch import nn
 
 from smallnets.arch.densenet import DenseNetSpec
+from smallnets.arch.dpn import DPNSpec
 from smallnets.arch.efficientnet import EfficientNetSpec
 from smallnets.arch.mobilenet import MobileNetV1Spec, MobileNetV2Spec
+from smallnets.arch.polynet import PolyNetSpec
+from smallnets.arch.resnet import ResNetSpec
 from smallnets.arch.shufflenet import ShuffleNetV1Spec, ShuffleNetV2Spec
 from smallnets.arch.spec import ArchSpec
 from smallnets.arch.squeezenet import SqueezeNetSpec
 from smallnets.arch.xception import XceptionSpec
-from smallnets.models import _inverted, densenet, shufflenet, squeezenet, xception
+from smallnets.models import _inverted, densenet, resnet, shufflenet, squeezenet, xception
 from smallnets.models.densenet import DenseNet
+from smallnets.models.dpn import DPN
 from smallnets.models.efficientnet import EfficientNet
 from smallnets.models.mobilenet import MobileNetV1, MobileNetV2
+from smallnets.models.polynet import PolyNet
+from smallnets.models.resnet import ResNet
 from smallnets.models.shufflenet import ShuffleNetV1, ShuffleNetV2
 from smallnets.models.squeezenet import SqueezeNet
 from smallnets.models.xception import Xception
@@ -32,6 +38,9 @@ BUILDERS: dict[type[ArchSpec], type[nn.Module]] = {
     SqueezeNetSpec: SqueezeNet,
     XceptionSpec: Xception,
     DenseNetSpec: DenseNet,
+    PolyNetSpec: PolyNet,
+    ResNetSpec: ResNet,
+    DPNSpec: DPN,
 }
 
 
@@ -54,6 +63,7 @@ RESPEC = {
     SqueezeNetSpec: squeezenet.spec_for_shapes,
     XceptionSpec: xception.spec_for_shapes,
     DenseNetSpec: densenet.spec_for_shapes,
+    ResNetSpec: resnet.spec_for_shapes,
 }
 
 

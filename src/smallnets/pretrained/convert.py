@@ -123,6 +123,12 @@ _SIBLING_ORDER: tuple[tuple[str, ...], ...] = (
     ("conv1", "bn1", "conv2", "bn2", *(f"block{i}" for i in range(1, 13)), "conv3", "bn3", "conv4", "bn4", "fc"),
     ("skip", "skipbn", "rep"),
     ("conv1", "pointwise"),
+    # torchvision ResNet / ResNeXt: the network, a basic block and a bottleneck (with and without downsample)
+    ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "fc"),
+    ("conv1", "bn1", "conv2", "bn2"),
+    ("conv1", "bn1", "conv2", "bn2", "downsample"),
+    ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3"),
+    ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "downsample"),
 )
 _ORDER_BY_SET = {frozenset(order): order for order in _SIBLING_ORDER}
 

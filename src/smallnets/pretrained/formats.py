@@ -111,6 +111,11 @@ def _formats() -> dict[str, WeightFormat]:
     for depth in (121, 161, 169, 201):
         out.append(WeightFormat(f"{tm}:densenet{depth}", f"densenet{depth}", {}, _timm_prep(224, 0.875), "features.conv0", detect=False,
                                 notes=f"the same layout as torchvision:densenet{depth}"))  # fmt: skip
+    resnet_files = {"resnet18": "resnet18-f37072fd.pth", "resnet34": "resnet34-b627a593.pth", "resnet50": "resnet50-0676ba61.pth",
+                    "resnet101": "resnet101-63fe2227.pth", "resnet152": "resnet152-394f9c45.pth",
+                    "resnext50_32x4d": "resnext50_32x4d-7cdf4587.pth", "resnext101_32x8d": "resnext101_32x8d-8ba56ff5.pth"}  # fmt: skip
+    for name, file in resnet_files.items():  # IMAGENET1K_V1
+        out.append(WeightFormat(f"{tv}:{name}", name, {}, _prep(224, 256, "bilinear"), "conv1", url=hub + file))
     table = {}
     for f in out:
         table[f.name] = f
