@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from torch import nn
 
 from smallnets.arch.densenet import DenseNetSpec
-from smallnets.arch.dpn import DPNSpec
 from smallnets.arch.efficientnet import EfficientNetSpec
 from smallnets.arch.mobilenet import MobileNetV1Spec, MobileNetV2Spec
 from smallnets.arch.polynet import PolyNetSpec
@@ -20,7 +19,6 @@ from smallnets.arch.squeezenet import SqueezeNetSpec
 from smallnets.arch.xception import XceptionSpec
 from smallnets.models import _inverted, densenet, resnet, shufflenet, squeezenet, xception
 from smallnets.models.densenet import DenseNet
-from smallnets.models.dpn import DPN
 from smallnets.models.efficientnet import EfficientNet
 from smallnets.models.mobilenet import MobileNetV1, MobileNetV2
 from smallnets.models.polynet import PolyNet
@@ -40,7 +38,6 @@ BUILDERS: dict[type[ArchSpec], type[nn.Module]] = {
     DenseNetSpec: DenseNet,
     PolyNetSpec: PolyNet,
     ResNetSpec: ResNet,
-    DPNSpec: DPN,
 }
 
 
