@@ -72,6 +72,9 @@ for i in range(8):
     REFERENCE[f"timm:tf_efficientnet_b{i}"] = Ref((1e-3, 0.1), True, SILU_SE, NO_POOL)
 # timm/models/xception.py (legacy_xception): nn.BatchNorm2d(c) at its defaults, nn.ReLU, Block ends in
 # nn.MaxPool2d(3, strides, 1) where it strides
+# torchvision's ResNet / ResNeXt: 3x3/s2 max-pool padded 1 after the 7x7 stem; plain BatchNorm2d
+for _name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d"):
+    REFERENCE[f"torchvision:{_name}"] = Ref(TORCH_BN, False, RELU, frozenset({("MaxPool2d", 3, 2, 1, False)}))
 REFERENCE["timm:legacy_xception"] = Ref(TORCH_BN, False, RELU, frozenset({("MaxPool2d", 3, 2, 1, False)}))
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Sigmoid, nn.Hardswish, nn.Hardsigmoid, nn.GELU, nn.LeakyReLU, nn.Mish)
