@@ -42,7 +42,7 @@ def test_unknown_model_suggests_close_names():
         smallnets.create_model("mobilenet_v3")
     assert "'mobilenet_v1'" in str(err.value) and "'mobilenet_v2'" in str(err.value)
     with pytest.raises(ValueError, match="model name"):
-        smallnets.model_info("resnet50")
+        smallnets.model_info("resnet5000")
 
 
 def test_unknown_knob_names_accepted_ones():
