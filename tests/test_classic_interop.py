@@ -20,8 +20,7 @@ FIXTURES = ("torchvision__googlenet", "torchvision__resnet18")
 TABLES = load_facts("classic_tables.json")["entries"] + load_facts("classic_tables_added.json")["entries"]
 # Issue 15 lands family by family: the reference figures of a family not in the zoo yet are listed
 # here, so that the suite says what is missing instead of failing on it; a landed family must not be.
-PENDING = {"alexnet", "vgg16_bn", "googlenet", "inception_v3", "dpn92", "torchvision:alexnet", "torchvision:vgg16", "torchvision:vgg16_bn",
-           "torchvision:googlenet", "torchvision:inception_v3", "timm:dpn68", "timm:dpn92", "torchvision__googlenet"}  # fmt: skip
+PENDING: set[str] = set()
 
 
 def _pending(key: str) -> list:

@@ -97,7 +97,6 @@ def test_compare_table_chart_and_json(tmp_path):
     assert not list(tmp_path.glob(".*tmp*")), "temporary files left behind"
 
 
-@pytest.mark.xfail(reason="AlexNet, VGG, GoogLeNet / Inception and DPN have not landed in the zoo yet (issue 15)", strict=True)
 def test_compare_baselines_adds_the_classics_beside_the_efficient_nets(tmp_path):
     chart = tmp_path / "chart.png"
     res = run("compare", "squeezenet1_0", "--baselines", "--no-latency", "--json", "-", "--chart", str(chart))

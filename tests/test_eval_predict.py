@@ -178,7 +178,7 @@ def test_eval_names_the_validation_files_whose_content_changed(trained, tmp_path
     Image.fromarray(255 - img).save(copy / changed)  # the same name, other pixels
     result = smallnets.evaluate_weights(run, copy, split="val", device="cpu")
     assert result.details["split_matches_run"] is False and result.details["changed_val_files"] == [changed]
-    assert any(f"1 of the 12 validation files changed since the run" in n and changed in n for n in result.details["notes"])
+    assert any("1 of the 12 validation files changed since the run" in n and changed in n for n in result.details["notes"])
     res = cli("eval", str(run), "--data", str(copy), "--split", "val")
     assert res.returncode == 0, res.stderr
     assert "NOT the files of the run's split.json" in res.stdout and "the same files" not in res.stdout and changed in res.stdout

@@ -76,8 +76,27 @@ for i in range(8):
 for _name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d"):
     REFERENCE[f"torchvision:{_name}"] = Ref(TORCH_BN, False, RELU, frozenset({("MaxPool2d", 3, 2, 1, False)}))
 REFERENCE["timm:legacy_xception"] = Ref(TORCH_BN, False, RELU, frozenset({("MaxPool2d", 3, 2, 1, False)}))
+# timm/models/dpn.py: norm_layer = partial(BatchNormAct2d, eps=.001) (momentum stays 0.1), ReLU in the blocks,
+# the neck CatBnAct with fc_act_layer=nn.ELU; InputBlock's pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+for _depth in (68, 92):
+    REFERENCE[f"timm:dpn{_depth}"] = Ref((1e-3, 0.1), False, frozenset({"ReLU", "ELU"}), frozenset({("MaxPool2d", 3, 2, 1, False)}))
+# torchvision/models/alexnet.py: no BatchNorm, nn.ReLU, nn.MaxPool2d(kernel_size=3, stride=2) three times
+REFERENCE["torchvision:alexnet"] = Ref(None, False, RELU, frozenset({("MaxPool2d", 3, 2, 0, False)}))
+# torchvision/models/vgg.py, make_layers: nn.MaxPool2d(kernel_size=2, stride=2) per "M", 3x3 convs padded 1 with
+# nn.ReLU, and with batch_norm=True an nn.BatchNorm2d (its defaults) after every conv. No strided conv at all
+for _name in ("vgg11", "vgg13", "vgg16", "vgg19"):
+    REFERENCE[f"torchvision:{_name}"] = Ref(None, False, RELU, frozenset({("MaxPool2d", 2, 2, 0, False)}))
+    REFERENCE[f"torchvision:{_name}_bn"] = Ref(TORCH_BN, False, RELU, frozenset({("MaxPool2d", 2, 2, 0, False)}))
+# torchvision/models/googlenet.py: BasicConv2d's nn.BatchNorm2d(out_channels, eps=0.001), ReLU;
+# maxpool1..3 = nn.MaxPool2d(3, stride=2, ceil_mode=True), maxpool4 = nn.MaxPool2d(2, stride=2, ceil_mode=True),
+# Inception's branch4 nn.MaxPool2d(kernel_size=3, stride=1, padding=1, ceil_mode=True)
+REFERENCE["torchvision:googlenet"] = Ref((1e-3, 0.1), False, RELU, frozenset({("MaxPool2d", 3, 2, 0, True), ("MaxPool2d", 2, 2, 0, True),
+                                                                              ("MaxPool2d", 3, 1, 1, True)}))  # fmt: skip
+# torchvision/models/inception.py: BasicConv2d eps=0.001; maxpool1/2 = nn.MaxPool2d(kernel_size=3, stride=2), the
+# grid reductions' F.max_pool2d(x, kernel_size=3, stride=2), the branch pools F.avg_pool2d(x, kernel_size=3, stride=1, padding=1)
+REFERENCE["torchvision:inception_v3"] = Ref((1e-3, 0.1), False, RELU, frozenset({("MaxPool2d", 3, 2, 0, False), ("AvgPool2d", 3, 1, 1, False)}))
 
-ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Sigmoid, nn.Hardswish, nn.Hardsigmoid, nn.GELU, nn.LeakyReLU, nn.Mish)
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Sigmoid, nn.Hardswish, nn.Hardsigmoid, nn.GELU, nn.LeakyReLU, nn.Mish, nn.ELU)
 
 
 def test_the_reference_table_covers_every_format():
@@ -103,8 +122,8 @@ def test_every_format_builds_the_reference_layer_settings(fmt):
         assert conv.padding == (0, 0) and (pad.kernel_size,) * 2 == conv.kernel_size and (pad.stride,) * 2 == conv.stride
     same = {block.conv for block in padded}
     strided = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.stride != (1, 1) and m.kernel_size != (1, 1)]
-    assert strided
-    assert {m in same for m in strided} == {ref.tf_same}, f"{fmt}: TF 'SAME' padding should be {ref.tf_same}"
+    assert strided or not ref.tf_same  # VGG downsamples only by max-pooling
+    assert all((m in same) == ref.tf_same for m in strided), f"{fmt}: TF 'SAME' padding should be {ref.tf_same}"
     if ref.tf_same:  # at stride 1 an odd kernel's SAME padding is the symmetric one
         others = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m not in strided]
         assert all(m in same or m.padding == tuple(k // 2 for k in m.kernel_size) for m in others)

@@ -15,12 +15,12 @@ from types import MappingProxyType
 from typing import Any
 
 from smallnets._checks import check_finite, check_int, suggest
-from smallnets.arch import densenet, efficientnet, mobilenet, polynet, resnet, shufflenet, squeezenet, xception
+from smallnets.arch import densenet, dpn, efficientnet, inception, mobilenet, polynet, pyramidnet, residual_attention, resnet, shufflenet, squeezenet, vgg, xception
 from smallnets.arch.spec import ArchSpec, Entry, Published
 
 # Arguments every spec builder takes; everything else it accepts is a "knob".
 COMMON_ARGS = ("num_classes", "in_chans")
-ARCH_MODULES = (mobilenet, efficientnet, shufflenet, squeezenet, xception, densenet, polynet, resnet)
+ARCH_MODULES = (mobilenet, efficientnet, shufflenet, squeezenet, xception, densenet, polynet, resnet, dpn, vgg, inception, pyramidnet, residual_attention)
 
 
 @dataclass(frozen=True)

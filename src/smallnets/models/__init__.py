@@ -9,22 +9,32 @@ from collections.abc import Mapping
 from torch import nn
 
 from smallnets.arch.densenet import DenseNetSpec
+from smallnets.arch.dpn import DPNSpec
 from smallnets.arch.efficientnet import EfficientNetSpec
+from smallnets.arch.inception import GoogLeNetSpec, InceptionV3Spec
 from smallnets.arch.mobilenet import MobileNetV1Spec, MobileNetV2Spec
 from smallnets.arch.polynet import PolyNetSpec
+from smallnets.arch.pyramidnet import PyramidNetSpec
+from smallnets.arch.residual_attention import ResidualAttentionSpec
 from smallnets.arch.resnet import ResNetSpec
 from smallnets.arch.shufflenet import ShuffleNetV1Spec, ShuffleNetV2Spec
 from smallnets.arch.spec import ArchSpec
 from smallnets.arch.squeezenet import SqueezeNetSpec
+from smallnets.arch.vgg import AlexNetSpec, VGGSpec
 from smallnets.arch.xception import XceptionSpec
 from smallnets.models import _inverted, densenet, resnet, shufflenet, squeezenet, xception
 from smallnets.models.densenet import DenseNet
+from smallnets.models.dpn import DPN
 from smallnets.models.efficientnet import EfficientNet
+from smallnets.models.inception import GoogLeNet, InceptionV3
 from smallnets.models.mobilenet import MobileNetV1, MobileNetV2
 from smallnets.models.polynet import PolyNet
+from smallnets.models.pyramidnet import PyramidNet
+from smallnets.models.residual_attention import ResidualAttentionNet
 from smallnets.models.resnet import ResNet
 from smallnets.models.shufflenet import ShuffleNetV1, ShuffleNetV2
 from smallnets.models.squeezenet import SqueezeNet
+from smallnets.models.vgg import VGG, AlexNet
 from smallnets.models.xception import Xception
 
 BUILDERS: dict[type[ArchSpec], type[nn.Module]] = {
@@ -36,8 +46,15 @@ BUILDERS: dict[type[ArchSpec], type[nn.Module]] = {
     SqueezeNetSpec: SqueezeNet,
     XceptionSpec: Xception,
     DenseNetSpec: DenseNet,
+    AlexNetSpec: AlexNet,
+    VGGSpec: VGG,
     PolyNetSpec: PolyNet,
     ResNetSpec: ResNet,
+    DPNSpec: DPN,
+    GoogLeNetSpec: GoogLeNet,
+    InceptionV3Spec: InceptionV3,
+    PyramidNetSpec: PyramidNet,
+    ResidualAttentionSpec: ResidualAttentionNet,
 }
 
 

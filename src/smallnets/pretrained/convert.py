@@ -129,8 +129,19 @@ _SIBLING_ORDER: tuple[tuple[str, ...], ...] = (
     ("conv1", "bn1", "conv2", "bn2", "downsample"),
     ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3"),
     ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "downsample"),
+    # torchvision GoogLeNet / Inception v3: BasicConv2d (conv before bn), GoogLeNet's top level, InceptionA
+    ("conv", "bn"),
+    ("conv1", "conv2", "conv3", *(f"inception{m}" for m in ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b")), "fc"),
+    ("branch1x1", "branch5x5_1", "branch5x5_2", "branch3x3dbl_1", "branch3x3dbl_2", "branch3x3dbl_3", "branch_pool"),
+    # timm DPN: a dual path block, with and without its projection (c1x1_w_s1 / _s2: the block that opens a stage)
+    ("c1x1_w_s1", "c1x1_a", "c3x3_b", "c1x1_c"),
+    ("c1x1_w_s2", "c1x1_a", "c3x3_b", "c1x1_c"),
+    ("c1x1_a", "c3x3_b", "c1x1_c"),
 )
 _ORDER_BY_SET = {frozenset(order): order for order in _SIBLING_ORDER}
+# Where one set of siblings comes in two orders, the parent's name decides: timm DPN's pre-activation
+# BnActConv2d (c1x1_a, c3x3_b, ...) registers bn before conv; everywhere else (GoogLeNet's BasicConv2d, DPN's stem) conv before bn.
+_ORDER_BY_PARENT: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = ((re.compile(r"c\d+x\d+_\w+"), ("bn", "conv")),)
 
 
 def _natural(name: str) -> tuple:
@@ -138,10 +149,12 @@ def _natural(name: str) -> tuple:
     return (m.group(1), int(m.group(2))) if m else (name, -1)
 
 
-def _order_children(names: Sequence[str]) -> list[str]:
+def _order_children(names: Sequence[str], parent: str = "") -> list[str]:
     numbered = sorted((n for n in names if n.isdigit()), key=int)
     named = [n for n in names if not n.isdigit()]
-    known = _ORDER_BY_SET.get(frozenset(named))
+    last = parent.rpartition(".")[2]
+    known = next((o for pat, o in _ORDER_BY_PARENT if pat.fullmatch(last) and set(o) == set(named)), None)
+    known = known or _ORDER_BY_SET.get(frozenset(named))
     if known is not None:
         named = list(known)
     else:
@@ -165,7 +178,7 @@ def source_modules(keys: Sequence[str]) -> list[tuple[str, list[str]]]:
         parts = module.split(".") if module else []
         for i, part in enumerate(parts):
             children.setdefault(".".join(parts[:i]), set()).add(part)
-    rank: dict[str, dict[str, int]] = {parent: {c: i for i, c in enumerate(_order_children(sorted(kids)))} for parent, kids in children.items()}
+    rank: dict[str, dict[str, int]] = {parent: {c: i for i, c in enumerate(_order_children(sorted(kids), parent))} for parent, kids in children.items()}
 
     def sort_key(module: str) -> tuple[int, ...]:
         parts = module.split(".") if module else []

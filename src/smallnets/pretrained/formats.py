@@ -116,6 +116,30 @@ def _formats() -> dict[str, WeightFormat]:
                     "resnext50_32x4d": "resnext50_32x4d-7cdf4587.pth", "resnext101_32x8d": "resnext101_32x8d-8ba56ff5.pth"}  # fmt: skip
     for name, file in resnet_files.items():  # IMAGENET1K_V1
         out.append(WeightFormat(f"{tv}:{name}", name, {}, _prep(224, 256, "bilinear"), "conv1", url=hub + file))
+    # timm DPN (the cypw/DPNs MXNet weights): mean 124/117/104 over 255, std 1 / (0.0167 * 255), bicubic, crop 0.875
+    dpn_mean, dpn_std = (124 / 255, 117 / 255, 104 / 255), (1 / (0.0167 * 255),) * 3
+    dpn_rel = "https://github.com/rwightman/pytorch-dpn-pretrained/releases/download/v0.1/"
+    for depth, file in ((68, "dpn68-66bebafa7.pth"), (92, "dpn92_extra-b040e4a9b.pth")):
+        out.append(WeightFormat(f"{tm}:dpn{depth}", f"dpn{depth}", {}, _timm_prep(224, 0.875, dpn_mean, dpn_std), "features.conv1_1.conv",
+                                url=dpn_rel + file))  # fmt: skip
+    # torchvision AlexNet and VGG (IMAGENET1K_V1): vgg*_bn differ from vgg* by their BN modules, so both are detected
+    out.append(WeightFormat(f"{tv}:alexnet", "alexnet", {}, _prep(224, 256, "bilinear"), "features.0", url=hub + "alexnet-owt-7be5be79.pth"))
+    vgg_files = {"vgg11": "vgg11-8a719046.pth", "vgg13": "vgg13-19584684.pth", "vgg16": "vgg16-397923af.pth", "vgg19": "vgg19-dcbb9e9d.pth",
+                 "vgg11_bn": "vgg11_bn-6002323d.pth", "vgg13_bn": "vgg13_bn-abd245e5.pth", "vgg16_bn": "vgg16_bn-6c64b313.pth",
+                 "vgg19_bn": "vgg19_bn-c79401a0.pth"}  # fmt: skip
+    for name, file in vgg_files.items():
+        out.append(WeightFormat(f"{tv}:{name}", name, {}, _prep(224, 256, "bilinear"), "features.0", url=hub + file))
+    # torchvision GoogLeNet / Inception v3 (IMAGENET1K_V1), auxiliary classifiers off. Their pretrained builders set
+    # transform_input=True, which re-normalises ImageNet-normalised input to (x - 0.5) / 0.5 inside the model:
+    # smallnets' models have no such step, so the published pipeline is mean = std = 0.5 here, the same numbers.
+    # No url: the published files (googlenet-1378be20.pth, inception_v3_google-0cc3c7bd.pth) also hold the
+    # auxiliary heads (aux1.* / aux2.*, AuxLogits.*), which these layouts have no place for.
+    aux = "; torchvision's published file also holds its auxiliary head(s) ({}): drop those keys before converting it"
+    tv_transform = "transform_input folded into the preprocessing (mean = std = 0.5)"
+    out.append(WeightFormat(f"{tv}:googlenet", "googlenet", {}, _prep(224, 256, "bilinear", INCEPTION_MEAN, INCEPTION_STD), "conv1.conv",
+                            notes=tv_transform + aux.format("aux1.*, aux2.*")))  # fmt: skip
+    out.append(WeightFormat(f"{tv}:inception_v3", "inception_v3", {}, _prep(299, 342, "bilinear", INCEPTION_MEAN, INCEPTION_STD), "Conv2d_1a_3x3.conv",
+                            notes=tv_transform + aux.format("AuxLogits.*")))  # fmt: skip
     table = {}
     for f in out:
         table[f.name] = f
