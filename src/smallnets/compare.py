@@ -220,19 +220,39 @@ def plot_comparison(rows: Sequence[CompareRow], path, title: str | None = None) 
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, panels, squeeze=False)
     families = sorted({r.family for r in rows})
-    colors = {f: matplotlib.colormaps["tab10"](i % 10) for i, f in enumerate(families)}
+    palette = matplotlib.colormaps["tab10" if len(families) <= 10 else "tab20"]
+    colors = {f: palette(i % palette.N) for i, f in enumerate(families)}
     max_params = max((r.params for r in rated), default=1)
+    fig_renderer = fig.canvas.get_renderer()
+
+    def place_labels(ax, labels) -> None:
+        """Each label above its marker, or below / right / left of it where that would overlap one placed before."""
+        placed = []
+        for text, radius in sorted(labels, key=lambda t: -t[0].xy[1]):
+            for offset, ha, va in (((0, radius + 2), "center", "bottom"), ((0, -radius - 2), "center", "top"),
+                                   ((radius + 3, 0), "left", "center"), ((-radius - 3, 0), "right", "center")):  # fmt: skip
+                text.set_position(offset)
+                text.set_ha(ha)
+                text.set_va(va)
+                box = text.get_window_extent(fig_renderer)
+                if not any(box.overlaps(other) for other in placed):
+                    break
+            else:
+                text.set_position((0, radius + 2))
+                text.set_ha("center")
+                text.set_va("bottom")
+                box = text.get_window_extent(fig_renderer)
+            placed.append(box)
 
     def scatter(ax, xs, xlabel):
+        labels = []
         for r, x in zip(rated if xs is None else with_latency, xs or [r.macs / 1e6 for r in rated]):
             area = 60 + 1400 * r.params / max_params
             ax.scatter(x, r.top1, s=area, color=colors[r.family], alpha=0.55, edgecolors="black", linewidths=0.6,
                        marker="s" if r.baseline else "o")  # fmt: skip
             radius = (area / 3.1416) ** 0.5  # points
-            ax.annotate(
-                f"{r.label} ({r.params / 1e6:.1f}M)", (x, r.top1), xytext=(0, radius + 2), textcoords="offset points",
-                fontsize=7, ha="center", va="bottom",
-            )
+            text = ax.annotate(f"{r.label} ({r.params / 1e6:.1f}M)", (x, r.top1), xytext=(0, radius + 2), textcoords="offset points", fontsize=7)
+            labels.append((text, radius))
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}" if str(v)[0] in "25" else ""))
@@ -240,21 +260,26 @@ def plot_comparison(rows: Sequence[CompareRow], path, title: str | None = None) 
         ax.set_xlabel(xlabel)
         ax.set_ylabel("published ImageNet top-1 (%)")
         ax.grid(True, which="both", alpha=0.3)
+        return labels
 
-    scatter(axes[0][0], None, "mult-adds (millions, log scale)")
+    drawn = [(axes[0][0], scatter(axes[0][0], None, "mult-adds (millions, log scale)"))]
     axes[0][0].set_title("Accuracy vs operations (bubble area = parameters)")
     if panels == 2:
-        scatter(axes[0][1], [r.latency_median_ms for r in with_latency], "measured latency, batch 1 (ms, log scale)")
+        drawn.append((axes[0][1], scatter(axes[0][1], [r.latency_median_ms for r in with_latency], "measured latency, batch 1 (ms, log scale)")))
         env = environment()
         axes[0][1].set_title(f"Accuracy vs latency ({env['threads']} threads, torch {env['torch']})")
     classic = {r.family for r in rows if r.baseline}
     handles = [Line2D([], [], marker="s" if f in classic else "o", ls="", color=colors[f], label=f + (" (classic)" if f in classic else ""))
                for f in families]  # fmt: skip
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(families), 8), fontsize=8, frameon=False)
+    ncol = min(len(families), 4 * panels)  # what fits the figure's width
+    legend_rows = -(-len(families) // ncol)
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.02))
     if title:
         fig.suptitle(title)
     note = f"no published ImageNet top-1: {', '.join(unrated)}" if unrated else ""
     fig.text(0.01, 0.005, note, fontsize=7)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.03 + 0.035 * legend_rows, 1, 1))
+    for ax, labels in drawn:  # after the layout: the axes' final size decides what overlaps
+        place_labels(ax, labels)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=130, format="png")
