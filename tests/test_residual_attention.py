@@ -84,6 +84,30 @@ def test_map_sizes_and_every_mask_pools_to_the_last_stage_side():
         assert pooled == {0: [half[0], half[1], lowest], 1: [half[1], lowest], 2: [lowest]}
 
 
+def test_cifar_variant_quarter_widths_ends_at_8x8_and_masks_pool_to_4x4():
+    for depth, params, macs in ((92, 3_181_114, 256_226_304), (56, 1_878_714, 169_227_264)):
+        model = _meta("residual_attention_cifar", depth=depth)
+        # our layout's counts (the paper's Table 6 prints 1.9M for its own, undisclosed, CIFAR Attention-92)
+        assert smallnets.count_params(model) == params and smallnets.count_macs(model, (3, 32, 32)) == macs
+    model = _meta("residual_attention_cifar")
+    assert model.spec.stem_chs == 16 and [s[0].out_chs for s in model.spec.stages] == [64, 128, 256, 512]  # ResNet-164's widths, x2 at the end
+    assert [s[0].mid_chs for s in model.spec.stages] == [16, 32, 64, 128]
+    pooled = {}
+    for i, stage in enumerate(model.stages[:3]):
+        for m in stage[1].mask.modules():
+            if isinstance(m, nn.MaxPool2d):
+                m.register_forward_hook(lambda mod, inp, out, i=i: pooled.setdefault(i, []).append(out.shape[-1]))
+    outs = model.forward_stages(torch.empty(1, 3, 32, 32, device="meta"))
+    assert tuple(o.shape[-1] for o in outs) == (32, 16, 8, 8) and outs[-1].shape[1] == 512
+    assert pooled == {0: [16, 8, 4], 1: [8, 4], 2: [4]}
+    info = smallnets.model_info("residual_attention_cifar")
+    assert info.input_size == (3, 32, 32) and info.baseline and info.published_for().dataset == "cifar10+"
+    with pytest.raises(ValueError, match="cifar must be True for residual_attention_cifar"):
+        smallnets.model_spec("residual_attention_cifar", cifar=False)
+    with pytest.raises(ValueError, match="width_mult must be > 0, got -0.5"):
+        smallnets.model_spec("residual_attention_56", width_mult=-0.5)
+
+
 def test_released_unit_counts_per_module():
     model = _meta()
     units = [sum(isinstance(m, PreActBottleneck) for m in model.stages[i][1].modules()) for i in range(3)]

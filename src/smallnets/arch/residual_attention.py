@@ -4,10 +4,11 @@ branch, output (1 + M) * T), every unit's widths explicit, the knobs and the pub
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
-from smallnets._checks import check_bool, check_int, check_range
-from smallnets.arch.spec import ArchSpec, Entry, Published, check_channels, check_stride
+from smallnets._checks import check_bool, check_finite, check_int, check_range
+from smallnets.arch.spec import ArchSpec, Entry, Published, check_channels, check_stride, make_divisible
 
 PAPER = "Wang et al. 2017, Residual Attention Network for Image Classification, arXiv:1704.06904"
 
@@ -35,14 +36,18 @@ class Stage:
 ATTENTION_MODULES = {56: (1, 1, 1), 92: (1, 2, 3)}  # attention modules per stage: Attention-56, Attention-92
 
 
-def table(depth: int) -> tuple[Stage, ...]:
-    """Table 2's rows for Attention-``depth`` (56 or 92)."""
+def table(depth: int, width_mult: float = 1.0) -> tuple[Stage, ...]:
+    """Table 2's rows for Attention-``depth`` (56 or 92); ``width_mult`` scales every output width (to multiples of 8)."""
     m1, m2, m3 = ATTENTION_MODULES[depth]
+
+    def w(chs: int) -> int:
+        return chs if width_mult == 1.0 else make_divisible(chs * width_mult, 8)
+
     return (
-        Stage(out=256, stride=1, attention=m1, mask_levels=3),  # 56 -> 56; mask 56 -> 28 -> 14 -> 7 and back
-        Stage(out=512, stride=2, attention=m2, mask_levels=2),  # 56 -> 28; mask 28 -> 14 -> 7 and back
-        Stage(out=1024, stride=2, attention=m3, mask_levels=1),  # 28 -> 14; mask 14 -> 7 and back
-        Stage(out=2048, stride=2, units=3),  # 14 -> 7: three residual units, no attention
+        Stage(out=w(256), stride=1, attention=m1, mask_levels=3),  # 56 -> 56; mask 56 -> 28 -> 14 -> 7 and back
+        Stage(out=w(512), stride=2, attention=m2, mask_levels=2),  # 56 -> 28; mask 28 -> 14 -> 7 and back
+        Stage(out=w(1024), stride=2, attention=m3, mask_levels=1),  # 28 -> 14; mask 14 -> 7 and back
+        Stage(out=w(2048), stride=2, units=3),  # 14 -> 7: three residual units, no attention
     )
 
 
@@ -178,6 +183,7 @@ def residual_attention(
     p: int = 1,
     t: int = 2,
     r: int = 1,
+    width_mult: float = 1.0,
     drop_rate: float = 0.0,
     cifar: bool = False,
 ) -> ResidualAttentionSpec:
@@ -188,6 +194,7 @@ def residual_attention(
     m modules per stage on average). ``p``, ``t``, ``r``: Section 3.4's hyper-parameters (units before and
     after the branches, on the trunk, and between poolings in the mask; the paper's 1, 2, 1).
     ``cifar``: a 3x3/1 stem conv without max-pool (32 -> 32, 16, 8, 4); every mask then pools to 4x4.
+    ``width_mult`` (not in Table 2): the stem's and every unit's widths, rounded to multiples of 8.
     """
     if depth not in ATTENTION_MODULES:
         raise ValueError(f"depth must be one of {', '.join(map(str, ATTENTION_MODULES))} (Table 2's networks), got {depth!r}")
@@ -195,10 +202,46 @@ def residual_attention(
     check_int("t", t, 1)
     check_int("r", r, 1)
     check_range("drop_rate", drop_rate, 0.0, 1.0, high_open=True)
+    check_finite("width_mult", width_mult)
+    if width_mult <= 0:
+        raise ValueError(f"width_mult must be > 0, got {width_mult!r}")
     check_bool("cifar", cifar)
-    stages = attention_stages(table(depth), STEM_CHS, p=p, t=t, r=r)
+    stem_chs = STEM_CHS if width_mult == 1.0 else make_divisible(STEM_CHS * width_mult, 8)
+    stages = attention_stages(table(depth, width_mult), stem_chs, p=p, t=t, r=r)
     return ResidualAttentionSpec(num_classes=num_classes, in_chans=in_chans, resolution=32 if cifar else 224, stem="cifar" if cifar else "imagenet",
-                                 stem_chs=STEM_CHS, stages=stages, drop_rate=drop_rate)  # fmt: skip
+                                 stem_chs=stem_chs, stages=stages, drop_rate=drop_rate)  # fmt: skip
+
+
+CIFAR_WIDTH = 0.25  # ResNet-164's CIFAR widths (He et al. 2016, Identity Mappings: 16 stem, 64 / 128 / 256 outputs)
+
+
+def residual_attention_cifar(
+    num_classes: int = 10,
+    in_chans: int = 3,
+    *,
+    depth: int = 92,
+    p: int = 1,
+    t: int = 2,
+    r: int = 1,
+    width_mult: float = CIFAR_WIDTH,
+    drop_rate: float = 0.0,
+    cifar: bool = True,
+) -> ResidualAttentionSpec:
+    """Attention-56 / -92 for 32x32 inputs (Section 4.1's CIFAR experiments): Table 2's stages behind a 3x3/1
+    stem at a quarter of the ImageNet widths, the pre-activation ResNet-164 widths the paper compares against
+    on CIFAR (stem 16, outputs 64 ... 512); the attention stages at 32, 16 and 8 px (every mask pooling to
+    4x4), the last three units unstrided at 8x8, where ResNet-164 ends.
+
+    The paper prints no CIFAR layout, only Table 6's sizes (Attention-92: 1.9M parameters); this one has
+    3.18M at depth 92 and 1.88M at depth 56. ``cifar`` is always True here.
+    """
+    check_bool("cifar", cifar)
+    if not cifar:
+        raise ValueError("cifar must be True for residual_attention_cifar (it is the 32x32 network); use residual_attention_56 / _92 for ImageNet")
+    base = residual_attention(num_classes, in_chans, depth=depth, p=p, t=t, r=r, width_mult=width_mult, drop_rate=drop_rate, cifar=True)
+    rows = table(depth, width_mult)
+    rows = (*rows[:-1], dataclasses.replace(rows[-1], stride=1))  # the last units stay at 8x8, as ResNet-164 ends
+    return dataclasses.replace(base, stages=attention_stages(rows, base.stem_chs, p=p, t=t, r=r))
 
 
 _TABLE4 = "Residual Attention Network paper Table 4 (ImageNet single crop, 100 - top-1 error)"
@@ -209,11 +252,20 @@ _PUBLISHED = {
                    source=_TABLE4 + ", 320 crop (the authors' README: 'Attention-92 | 320*320 | 19.5%')"),),
 }
 
-ENTRIES = tuple(
-    Entry(name=f"residual_attention_{depth}", family="residual_attention", paper=PAPER, spec=residual_attention, fixed={"depth": depth},
-          published=_PUBLISHED[depth], representative=depth == 56, baseline=True)
-    for depth in ATTENTION_MODULES
+# Table 6 (CIFAR-10 with the standard translation and flip augmentation; 100 - test error)
+_CIFAR_PUBLISHED = (Published(top1=round(100 - 4.99, 2), params=1.9e6, dataset="cifar10+",
+                              source="Residual Attention Network paper Table 6, Attention-92 on CIFAR-10 (the paper's own CIFAR layout; "
+                                     "this zoo's quarter-width one differs in size)"),)  # fmt: skip
+
+ENTRIES = (
+    *(
+        Entry(name=f"residual_attention_{depth}", family="residual_attention", paper=PAPER, spec=residual_attention, fixed={"depth": depth},
+              published=_PUBLISHED[depth], representative=depth == 56, baseline=True)
+        for depth in ATTENTION_MODULES
+    ),
+    Entry(name="residual_attention_cifar", family="residual_attention", paper=PAPER, spec=residual_attention_cifar, input_size=(3, 32, 32),
+          published=_CIFAR_PUBLISHED, baseline=True),
 )  # fmt: skip
 
-__all__ = ["ATTENTION_MODULES", "BOTTLENECK", "SHORTCUTS", "STEMS", "STEM_CHS", "AttentionModule", "Block", "PreActUnit",
-           "ResidualAttentionSpec", "Stage", "attention_stages", "residual_attention", "table"]  # fmt: skip
+__all__ = ["ATTENTION_MODULES", "BOTTLENECK", "CIFAR_WIDTH", "SHORTCUTS", "STEMS", "STEM_CHS", "AttentionModule", "Block", "PreActUnit",
+           "ResidualAttentionSpec", "Stage", "attention_stages", "residual_attention", "residual_attention_cifar", "table"]  # fmt: skip
