@@ -18,13 +18,10 @@ FIXTURES = ("torchvision__googlenet", "torchvision__resnet18")
 # the shared reference figures (exact, from the reference implementations) and our own entries
 # for the networks no reference library ships, from their papers' tables (tolerance of the rounding)
 TABLES = load_facts("classic_tables.json")["entries"] + load_facts("classic_tables_added.json")["entries"]
-# Issue 15 lands family by family: the reference figures of a family not in the zoo yet are listed
-# here, so that the suite says what is missing instead of failing on it; a landed family must not be.
-PENDING: set[str] = set()
 
 
 def _pending(key: str) -> list:
-    return [pytest.mark.xfail(reason=f"{key}: its family has not landed in the zoo yet (issue 15)", strict=True)] if key in PENDING else []
+    return []  # every classic family has landed (issue 15); kept as the place to mark a new one that has not
 
 
 @pytest.mark.parametrize("entry", [pytest.param(e, id=e["id"], marks=_pending(e["id"])) for e in TABLES])
@@ -88,3 +85,46 @@ def test_classic_fixture_logits_match_the_reference(fixture):
 def test_the_classic_fixture_list_is_what_shared_holds():
     folder = shared_path("reference", "interop", "classic", "manifests.json").parent
     assert sorted(FIXTURES) == sorted(p.name.removesuffix(".weights.safetensors") for p in folder.glob("*.weights.safetensors"))
+
+
+# torchvision's InceptionAux heads, as its published files hold them (googlenet.py / inception.py: aux1 / aux2
+# after inception4a / 4d, AuxLogits after Mixed_6e; BasicConv2d = conv + bn, fc1 / fc2 or fc)
+def _bn(prefix: str, chs: int) -> dict[str, tuple]:
+    return {f"{prefix}.weight": (chs,), f"{prefix}.bias": (chs,), f"{prefix}.running_mean": (chs,), f"{prefix}.running_var": (chs,),
+            f"{prefix}.num_batches_tracked": ()}  # fmt: skip
+
+
+GOOGLENET_AUX = {
+    **{k: v for aux, chs in (("aux1", 512), ("aux2", 528)) for k, v in {
+        f"{aux}.conv.conv.weight": (128, chs, 1, 1), **_bn(f"{aux}.conv.bn", 128), f"{aux}.fc1.weight": (1024, 2048), f"{aux}.fc1.bias": (1024,),
+        f"{aux}.fc2.weight": (1000, 1024), f"{aux}.fc2.bias": (1000,)}.items()},
+}  # fmt: skip
+INCEPTION_V3_AUX = {"AuxLogits.conv0.conv.weight": (128, 768, 1, 1), **_bn("AuxLogits.conv0.bn", 128), "AuxLogits.conv1.conv.weight": (768, 128, 5, 5),
+                    **_bn("AuxLogits.conv1.bn", 768), "AuxLogits.fc.weight": (1000, 768), "AuxLogits.fc.bias": (1000,)}  # fmt: skip
+
+
+def test_published_files_with_auxiliary_heads_are_detected_and_load_without_them(tmp_path):
+    # the numeric fixture with torchvision's auxiliary heads added, saved as torch.save writes a published .pth
+    weights = shared_path("reference", "interop", "classic", "torchvision__googlenet.weights.safetensors")
+    io = safetensors.torch.load_file(str(weights.parent / "torchvision__googlenet.io.safetensors"))
+    src = read_checkpoint(weights)
+    num_classes = io["logits"].shape[1]
+    gen = torch.Generator().manual_seed(0)
+    aux = {k: torch.randn(shape, generator=gen) if shape else torch.tensor(0) for k, shape in GOOGLENET_AUX.items()}
+    aux = {k: (v[:num_classes] if k.endswith(("fc2.weight", "fc2.bias")) else v) for k, v in aux.items()}
+    path = tmp_path / "googlenet-with-aux.pth"
+    torch.save({**src, **aux}, path)
+    assert detect_format(read_checkpoint(path)) == "torchvision:googlenet"
+    model = load_pretrained("googlenet", path).eval()
+    report = model.smallnets_meta["load_report"]
+    assert report["dropped"] == sorted(GOOGLENET_AUX) and report["unexpected"] == [] and report["missing"] == []
+    with torch.no_grad():
+        out = model(io["input"])
+    assert float((out - io["logits"]).norm() / io["logits"].norm()) < 1e-4
+    # Inception v3's AuxLogits, from the key / shape manifest
+    inc = {**_manifest_state("torchvision:inception_v3"), **{k: torch.empty(v, device="meta") for k, v in INCEPTION_V3_AUX.items()}}
+    assert detect_format(inc) == "torchvision:inception_v3"
+    assert get_format("torchvision:inception_v3").kept(inc)[1] == sorted(INCEPTION_V3_AUX)
+    # what the formats table publishes for both
+    for name, file in (("googlenet", "googlenet-1378be20.pth"), ("inception_v3", "inception_v3_google-0cc3c7bd.pth")):
+        assert get_format(f"torchvision:{name}").url == f"https://download.pytorch.org/models/{file}"

@@ -237,6 +237,7 @@ def apply_checkpoint(model: nn.Module, src: Mapping[str, torch.Tensor], fmt: Wei
                      source: str | None = None, path: str | os.PathLike | None = None) -> nn.Module:  # fmt: skip
     """Load an already-read checkpoint ``src`` of format ``fmt`` into ``model`` (what ``load_pretrained``
     does after reading and detecting); ``strict`` as there. Returns the model."""
+    src, dropped = fmt.kept(src)  # parts the layout has no place for (auxiliary classifiers)
     src_classes = _checkpoint_classes(src, fmt)
     head = _classifier_prefix(model)
     own = model.state_dict()
@@ -258,7 +259,7 @@ def apply_checkpoint(model: nn.Module, src: Mapping[str, torch.Tensor], fmt: Wei
         "pretrained": {"format": fmt.name, "source": source, "path": None if path is None else str(path)},
         "preprocessing": dict(fmt.preprocessing),
         "classes": classes,
-        "load_report": {**report, "reinitialised": [f"{head}.weight", f"{head}.bias"] if new_head else []},
+        "load_report": {**report, "reinitialised": [f"{head}.weight", f"{head}.bias"] if new_head else [], "dropped": dropped},
     })  # fmt: skip
     model.smallnets_meta = meta
     return model

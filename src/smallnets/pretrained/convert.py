@@ -255,7 +255,8 @@ def _checkpoint_classes(src: Mapping[str, torch.Tensor], fmt: WeightFormat) -> i
     """Outputs of the checkpoint's classifier (smallnets' own files: as their sidecar records)."""
     if fmt.num_classes is not None:
         return fmt.num_classes
-    return _num_classes_in(src, source_modules(list(src)))
+    kept = fmt.kept(src)[0] if fmt.drop_keys else src  # an auxiliary head is not the classifier
+    return _num_classes_in(kept, source_modules(list(kept)))
 
 
 def _match_by_name(
@@ -309,7 +310,15 @@ def detect_format(state_dict: Mapping[str, torch.Tensor]) -> str:
     """
     theirs = source_modules(list(state_dict))  # sorted once for every candidate
     num_classes = _num_classes_in(state_dict, theirs)
-    hits = [f.name for f in FORMATS.values() if f.detect and _fits(f, state_dict, theirs, num_classes)]
+
+    def fits(f: WeightFormat) -> bool:
+        kept, dropped = f.kept(state_dict)
+        if not dropped:
+            return _fits(f, state_dict, theirs, num_classes)
+        order = source_modules(list(kept))
+        return bool(order) and _fits(f, kept, order, _num_classes_in(kept, order))
+
+    hits = [f.name for f in FORMATS.values() if f.detect and fits(f)]
     if len(hits) == 1:
         return hits[0]
     first = theirs[0][0]

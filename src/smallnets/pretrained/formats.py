@@ -44,6 +44,17 @@ class WeightFormat:
     classes: tuple[str, ...] | None = None  # class names that travel with the weights (smallnets' own files)
     num_classes: int | None = None  # outputs of the classifier, where a sidecar records them (smallnets' own files)
     spec: Mapping[str, Any] | None = None  # the recorded architecture (smallnets' own files: a pruned model's own widths)
+    # checkpoint keys (fnmatch patterns) of parts the layout has no place for and that do not change its output:
+    # torchvision's GoogLeNet / Inception v3 files keep the auxiliary classifiers used only in training
+    drop_keys: tuple[str, ...] = ()
+
+    def kept(self, state_dict: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """``state_dict`` without the keys ``drop_keys`` matches, and the sorted keys left out."""
+        if not self.drop_keys:
+            return dict(state_dict), []
+        dropped = sorted(k for k in state_dict if any(fnmatch.fnmatchcase(k, pat) for pat in self.drop_keys))
+        gone = set(dropped)
+        return {k: v for k, v in state_dict.items() if k not in gone}, dropped
 
 
 def _formats() -> dict[str, WeightFormat]:
@@ -132,14 +143,13 @@ def _formats() -> dict[str, WeightFormat]:
     # torchvision GoogLeNet / Inception v3 (IMAGENET1K_V1), auxiliary classifiers off. Their pretrained builders set
     # transform_input=True, which re-normalises ImageNet-normalised input to (x - 0.5) / 0.5 inside the model:
     # smallnets' models have no such step, so the published pipeline is mean = std = 0.5 here, the same numbers.
-    # No url: the published files (googlenet-1378be20.pth, inception_v3_google-0cc3c7bd.pth) also hold the
-    # auxiliary heads (aux1.* / aux2.*, AuxLogits.*), which these layouts have no place for.
-    aux = "; torchvision's published file also holds its auxiliary head(s) ({}): drop those keys before converting it"
-    tv_transform = "transform_input folded into the preprocessing (mean = std = 0.5)"
+    # The published files also hold the auxiliary heads (aux1.* / aux2.*, AuxLogits.*), used only in training
+    # (torchvision drops them itself when aux_logits=False): they are left out on loading.
+    tv_transform = "transform_input folded into the preprocessing (mean = std = 0.5); the auxiliary classifiers' keys are left out"
     out.append(WeightFormat(f"{tv}:googlenet", "googlenet", {}, _prep(224, 256, "bilinear", INCEPTION_MEAN, INCEPTION_STD), "conv1.conv",
-                            notes=tv_transform + aux.format("aux1.*, aux2.*")))  # fmt: skip
+                            url=hub + "googlenet-1378be20.pth", notes=tv_transform, drop_keys=("aux1.*", "aux2.*")))  # fmt: skip
     out.append(WeightFormat(f"{tv}:inception_v3", "inception_v3", {}, _prep(299, 342, "bilinear", INCEPTION_MEAN, INCEPTION_STD), "Conv2d_1a_3x3.conv",
-                            notes=tv_transform + aux.format("AuxLogits.*")))  # fmt: skip
+                            url=hub + "inception_v3_google-0cc3c7bd.pth", notes=tv_transform, drop_keys=("AuxLogits.*",)))  # fmt: skip
     table = {}
     for f in out:
         table[f.name] = f
