@@ -187,8 +187,8 @@ def test_bad_knobs_name_argument_rule_and_value(name, knobs, words):
 def test_entries_and_published_figures():
     info = smallnets.model_info("pyramidnet")
     assert info.input_size == (3, 32, 32) and info.num_classes == 10 and not info.representative and info.baseline
-    assert info.published_for().top1 == pytest.approx(95.38) and info.published_for().dataset == "cifar10"
-    c100 = [p for p in info.published if p.dataset == "cifar100" and dict(p.knobs) == {"depth": 272, "alpha": 200, "bottleneck": True}]
+    assert info.published_for().top1 == pytest.approx(95.38) and info.published_for().dataset == "cifar10+"
+    c100 = [p for p in info.published if p.dataset == "cifar100+" and dict(p.knobs) == {"depth": 272, "alpha": 200, "bottleneck": True}]
     assert [p.top1 for p in c100] == [pytest.approx(83.65)]
     imagenet = smallnets.model_info("pyramidnet_imagenet")
     assert imagenet.baseline and imagenet.representative and imagenet.input_size == (3, 224, 224)

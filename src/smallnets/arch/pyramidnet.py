@@ -217,7 +217,7 @@ _CIFAR_ROWS = (  # knobs (beyond the defaults), params, CIFAR-10 error, CIFAR-10
 _CIFAR_PUBLISHED = tuple(
     Published(top1=round(100 - err, 2), dataset=dataset, params=params, knobs=knobs, source=_README)
     for knobs, params, err10, err100 in _CIFAR_ROWS
-    for dataset, err in (("cifar10", err10), ("cifar100", err100))
+    for dataset, err in (("cifar10+", err10), ("cifar100+", err100))  # "+": standard augmentation, as the zoo marks it
 )
 _TABLE6 = "PyramidNet paper Table 6 (single 224 crop; top-1 error as the authors' README prints it)"
 _IMAGENET_PUBLISHED = (
