@@ -7,16 +7,16 @@ rescales are not counted. FLOPs = 2 x MACs.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
+import contextlib
 import copy
+import os
 import platform
 import statistics
 import time
 import weakref
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -465,7 +465,9 @@ def profile(
 
     if isinstance(model, str):
         name = model
-        net = create_model(name, **knobs)
+        # counts alone: built on the meta device (no weights drawn; VGG-16's 138 M or PolyNet's 95 M take seconds to initialise)
+        with torch.device("meta") if not (latency or memory) else contextlib.nullcontext():
+            net = create_model(name, **knobs)
         net_knobs = {k: v for k, v in knobs.items()}
         built_with = net.smallnets_config["knobs"]
     else:
@@ -622,6 +624,14 @@ def check_input_side(net: nn.Module, input_size: tuple[int, int, int], *, name: 
     """Refuse an input too small for a zoo model's total stride, naming the minimum."""
     if not hasattr(net, "forward_features"):  # any other module: its own forward will say
         return
+    big = 1024
+    stride = max(1, round(big / _meta_forward(net.forward_features, net, torch.empty(1, input_size[0], big, big)).shape[-1]))
+    if min(input_size[1:]) >= stride:
+        try:  # runs at the requested size: at least the smallest side that runs (the search is for the message)
+            _meta_forward(net.forward_features, net, torch.empty(1, *input_size))
+            return
+        except RuntimeError:
+            pass
     side, stride = min_input_side(net, input_size[0])
     if min(input_size[1:]) < side:
         raise ValueError(f"input_size of {name} must be at least {side}x{side} (total stride {stride}: smaller maps vanish), "
