@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from smallnets._checks import check_bool, check_choice, check_int, check_range
-from smallnets.arch.spec import ArchSpec, Entry, Published, check_channels, check_stride
+from smallnets.arch.spec import ArchSpec, Entry, Published, check_channels, check_stage_chain, check_stride
 
 PAPER = "Han, Kim & Kim 2017, Deep Pyramidal Residual Networks, arXiv:1610.02915"
 
@@ -96,18 +96,7 @@ class PyramidNetSpec(ArchSpec):
             raise ValueError(f"{name}: stem must be one of {', '.join(map(repr, STEMS))}; got {self.stem!r}")
         check_channels(name, stem_chs=self.stem_chs)
         check_range("drop_rate", self.drop_rate, 0.0, 1.0, high_open=True)
-        if not isinstance(self.stages, tuple) or not self.stages:
-            raise ValueError(f"{name}: stages must be a non-empty list of groups, got {self.stages!r:.80}")
-        chs = self.stem_chs
-        for i, stage in enumerate(self.stages):
-            if not isinstance(stage, tuple) or not stage:
-                raise ValueError(f"{name}: stages[{i}] must be a non-empty list of units, got {stage!r:.80}")
-            for j, unit in enumerate(stage):
-                if not isinstance(unit, (PyramidBasic, PyramidBottleneck)):
-                    raise ValueError(f"{name}: stages[{i}][{j}] must be a PyramidBasic or PyramidBottleneck unit, got {unit!r:.80}")
-                if unit.in_chs != chs:
-                    raise ValueError(f"{name}: stages[{i}][{j}].in_chs must be the previous layer's {chs} channels, got {unit.in_chs}")
-                chs = unit.out_chs
+        check_stage_chain(name, self.stem_chs, self.stages, (PyramidBasic, PyramidBottleneck))
 
     @property
     def units(self) -> tuple[Unit, ...]:

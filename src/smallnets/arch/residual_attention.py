@@ -8,7 +8,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from smallnets._checks import check_bool, check_finite, check_int, check_range
-from smallnets.arch.spec import ArchSpec, Entry, Published, check_channels, check_stride, make_divisible
+from smallnets.arch.spec import ArchSpec, Entry, Published, check_channels, check_stage_chain, check_stride, make_divisible
 
 PAPER = "Wang et al. 2017, Residual Attention Network for Image Classification, arXiv:1704.06904"
 
@@ -137,18 +137,7 @@ class ResidualAttentionSpec(ArchSpec):
             raise ValueError(f"{name}: stem must be one of {', '.join(map(repr, STEMS))}; got {self.stem!r}")
         check_channels(name, stem_chs=self.stem_chs)
         check_range("drop_rate", self.drop_rate, 0.0, 1.0, high_open=True)
-        if not isinstance(self.stages, tuple) or not self.stages:
-            raise ValueError(f"{name}: stages must be a non-empty list of stages, got {self.stages!r:.80}")
-        chs = self.stem_chs
-        for i, stage in enumerate(self.stages):
-            if not isinstance(stage, tuple) or not stage:
-                raise ValueError(f"{name}: stages[{i}] must be a non-empty list of blocks, got {stage!r:.80}")
-            for j, block in enumerate(stage):
-                if not isinstance(block, (PreActUnit, AttentionModule)):
-                    raise ValueError(f"{name}: stages[{i}][{j}] must be a PreActUnit or AttentionModule, got {block!r:.80}")
-                if block.in_chs != chs:
-                    raise ValueError(f"{name}: stages[{i}][{j}].in_chs must be the previous layer's {chs} channels, got {block.in_chs}")
-                chs = block.out_chs
+        check_stage_chain(name, self.stem_chs, self.stages, (PreActUnit, AttentionModule))
 
     @property
     def blocks(self) -> tuple[Block, ...]:

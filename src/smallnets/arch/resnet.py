@@ -17,6 +17,7 @@ from smallnets.arch.spec import (
     Entry,
     Published,
     check_channels,
+    check_stage_chain,
     check_stride,
     make_divisible,
     round_repeats,
@@ -141,18 +142,7 @@ class ResNetSpec(ArchSpec):
             raise ValueError(f"{name}: stem must be one of {', '.join(map(repr, STEMS))}; got {self.stem!r}")
         check_range("drop_rate", self.drop_rate, 0.0, 1.0, high_open=True)
         check_bool("zero_init_residual", self.zero_init_residual)
-        if not isinstance(self.stages, tuple) or not self.stages:
-            raise ValueError(f"{name}: stages must be a non-empty list of stages, got {self.stages!r:.80}")
-        chs = self.stem_chs
-        for i, stage in enumerate(self.stages):
-            if not isinstance(stage, tuple) or not stage:
-                raise ValueError(f"{name}: stages[{i}] must be a non-empty list of blocks, got {stage!r:.80}")
-            for j, block in enumerate(stage):
-                if not isinstance(block, (Basic, Bottleneck)):
-                    raise ValueError(f"{name}: stages[{i}][{j}] must be a Basic or Bottleneck block, got {block!r:.80}")
-                if block.in_chs != chs:
-                    raise ValueError(f"{name}: stages[{i}][{j}].in_chs must be the previous layer's {chs} channels, got {block.in_chs}")
-                chs = block.out_chs
+        check_stage_chain(name, self.stem_chs, self.stages, (Basic, Bottleneck))
 
     @property
     def blocks(self) -> tuple[Block, ...]:

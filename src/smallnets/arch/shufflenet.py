@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from smallnets._checks import check_bool, check_choice, check_int, check_positive, check_range
-from smallnets.arch.spec import ArchSpec, Entry, Published, check_channels, check_stride, make_divisible
+from smallnets.arch.spec import ArchSpec, Entry, Published, check_channels, check_stage_chain, check_stride, make_divisible
 
 V1_PAPER = "Zhang et al. 2017, ShuffleNet: An Extremely Efficient Convolutional Neural Network for Mobile Devices, arXiv:1707.01083"
 V2_PAPER = "Ma et al. 2018, ShuffleNet V2: Practical Guidelines for Efficient CNN Architecture Design, arXiv:1807.11164"
@@ -188,16 +188,7 @@ class _ShuffleNetSpec(ArchSpec):
         check_range("drop_rate", self.drop_rate, 0.0, 1.0, high_open=True)
         if not isinstance(self.stem, ShuffleStem):
             raise ValueError(f"{name}: stem must be a ShuffleStem, got {self.stem!r:.80}")
-        if not isinstance(self.stages, tuple) or not self.stages or not all(isinstance(s, tuple) and s for s in self.stages):
-            raise ValueError(f"{name}: stages must be a non-empty list of non-empty stages, got {self.stages!r:.80}")
-        chs = self.stem.out_chs
-        for i, stage in enumerate(self.stages):
-            for j, unit in enumerate(stage):
-                if not isinstance(unit, self.unit_type):
-                    raise ValueError(f"{name}: stages[{i}][{j}] must be a {self.unit_type.__name__}, got {unit!r:.80}")
-                if unit.in_chs != chs:
-                    raise ValueError(f"{name}: stages[{i}][{j}].in_chs must be the previous layer's {chs} channels, got {unit.in_chs}")
-                chs = unit.out_chs
+        check_stage_chain(name, self.stem.out_chs, self.stages, (self.unit_type,))
 
     @property
     def units(self) -> tuple:

@@ -49,6 +49,22 @@ def check_channels(where: str, **channels: int) -> None:
             raise ValueError(f"{where}: {name} must be an integer >= 1, got {value!r}")
 
 
+def check_stage_chain(where: str, in_chs: int, stages: Any, kinds: tuple[type, ...]) -> None:
+    """``stages``: a non-empty tuple of non-empty tuples of ``kinds`` blocks, each taking the channels the one
+    before it gives (the stem's ``in_chs`` for the first): what every staged spec checks of its table."""
+    if not isinstance(stages, tuple) or not stages or not all(isinstance(s, tuple) and s for s in stages):
+        raise ValueError(f"{where}: stages must be a non-empty list of non-empty stages, got {stages!r:.80}")
+    names = " or ".join(k.__name__ for k in kinds)
+    chs = in_chs
+    for i, stage in enumerate(stages):
+        for j, block in enumerate(stage):
+            if not isinstance(block, kinds):
+                raise ValueError(f"{where}: stages[{i}][{j}] must be a {names}, got {block!r:.80}")
+            if block.in_chs != chs:
+                raise ValueError(f"{where}: stages[{i}][{j}].in_chs must be the previous layer's {chs} channels, got {block.in_chs}")
+            chs = block.out_chs
+
+
 def check_stride(where: str, stride: int) -> None:
     if stride not in (1, 2) or isinstance(stride, bool):
         raise ValueError(f"{where}: stride must be 1 or 2, got {stride!r}")
