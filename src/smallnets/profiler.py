@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import os
 import platform
 import statistics
@@ -599,6 +600,12 @@ def _meta_forward(fn, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
         net.train(was_training)
 
 
+def _total_stride(side: int, out_side: int) -> int:
+    """The power of two a ``side`` px input shrinks by to ``out_side``: unpadded layers (PolyNet's stem,
+    SqueezeNet's ceil-mode pools) take a few pixels more than the strides alone (1024 -> 30 is stride 32)."""
+    return 2 ** max(0, round(math.log2(side / out_side)))
+
+
 def min_input_side(net: nn.Module, in_chans: int = 3) -> tuple[int, int]:
     """(smallest input side, total stride) of a zoo model.
 
@@ -609,7 +616,7 @@ def min_input_side(net: nn.Module, in_chans: int = 3) -> tuple[int, int]:
     """
     big = 1024
     out = _meta_forward(net.forward_features, net, torch.empty(1, in_chans, big, big))
-    stride = max(1, round(big / out.shape[-1]))
+    stride = _total_stride(big, out.shape[-1])
     side = stride
     while side < big:
         try:
@@ -625,7 +632,7 @@ def check_input_side(net: nn.Module, input_size: tuple[int, int, int], *, name: 
     if not hasattr(net, "forward_features"):  # any other module: its own forward will say
         return
     big = 1024
-    stride = max(1, round(big / _meta_forward(net.forward_features, net, torch.empty(1, input_size[0], big, big)).shape[-1]))
+    stride = _total_stride(big, _meta_forward(net.forward_features, net, torch.empty(1, input_size[0], big, big)).shape[-1])
     if min(input_size[1:]) >= stride:
         try:  # runs at the requested size: at least the smallest side that runs (the search is for the message)
             _meta_forward(net.forward_features, net, torch.empty(1, *input_size))
