@@ -8,6 +8,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -182,12 +183,25 @@ def format_table(rows: Sequence[CompareRow]) -> str:
     return "\n".join(lines)
 
 
+def _cpu() -> dict[str, Any]:
+    """The CPU's model name and the vector / matrix extensions that decide int8 and bf16 speed (Linux: /proc/cpuinfo)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"cpu": platform.processor() or None, "cpu_flags": None}
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), None)
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    return {"cpu": name, "cpu_flags": [f for f in wanted if f in flags]}
+
+
 def environment() -> dict[str, Any]:
     return {
         "torch": torch.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),
         "processor": platform.processor(),
+        **_cpu(),
         "threads": torch.get_num_threads(),
         "date": time.strftime("%Y-%m-%d"),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
