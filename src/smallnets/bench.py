@@ -17,8 +17,9 @@ Backends (``BACKENDS``):
 * ``ort-int8-default``: ONNX Runtime's own ``quantize_static`` with its defaults (no
   pre-processing, per-tensor weights, int8 activations), for comparison.
 
-Timing is interleaved: ``rounds`` passes over the backends, ``runs`` timed calls each per pass,
-after warm-up, so that the machine's drift hits every backend alike; the median and the 90th
+Timing is interleaved: ``rounds`` passes over the backends, ``runs`` timed calls each per pass
+(after two untimed ones: the previous backend's threads settle), after warm-up, so that the
+machine's drift hits every backend alike; the median and the 90th
 percentile of all timed calls are reported with throughput. Peak memory is the process's peak
 resident set (Linux ``VmHWM``, reset before each backend) above what it held before that backend
 was built: its weights, workspace and activations for the largest batch.
@@ -149,6 +150,13 @@ class BenchReport:
         return "\n".join(out)
 
 
+# Calls left untimed at the start of every pass: on 2 cores the previous backend's worker threads
+# (ONNX Runtime's spinning pool, PyTorch's OpenMP team) keep running for a few milliseconds after it
+# returns, and timed at once the next backend's first calls measured that (batch-1 medians up to 2x
+# off with 6 runs per pass; in deployment one backend runs alone).
+SETTLE_RUNS = 2
+
+
 def _time(fns: dict[str, Callable], make_input: Callable[[str], Any], *, rounds: int, runs: int, warmup: int) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {k: [] for k in fns}
     inputs = {k: make_input(k) for k in fns}
@@ -159,6 +167,8 @@ def _time(fns: dict[str, Callable], make_input: Callable[[str], Any], *, rounds:
         for _ in range(rounds):
             for k, fn in fns.items():
                 x = inputs[k]
+                for _ in range(SETTLE_RUNS):  # untimed: the backend before this one may still hold the cores
+                    fn(x)
                 for _ in range(runs):
                     t = time.perf_counter()
                     fn(x)
