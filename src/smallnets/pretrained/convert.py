@@ -312,6 +312,8 @@ def detect_format(state_dict: Mapping[str, torch.Tensor]) -> str:
     num_classes = _num_classes_in(state_dict, theirs)
 
     def fits(f: WeightFormat) -> bool:
+        if not f.drop_keys:
+            return _fits(f, state_dict, theirs, num_classes)
         kept, dropped = f.kept(state_dict)
         if not dropped:
             return _fits(f, state_dict, theirs, num_classes)
