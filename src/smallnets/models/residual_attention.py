@@ -10,6 +10,7 @@ from torch import nn
 
 from smallnets.arch.residual_attention import AttentionModule, PreActUnit, ResidualAttentionSpec
 from smallnets.layers import ClassifierHead, ConvNormAct, SmallNet, init_weights
+from smallnets.models.resnet import residual_stem
 
 _ReLU = partial(nn.ReLU, inplace=True)
 
@@ -111,20 +112,6 @@ class AttentionBlock(nn.Module):
         return self.post((1 + self.mask(x)) * self.trunk(x))
 
 
-def _stem(spec: ResidualAttentionSpec) -> nn.Sequential:
-    """ImageNet: 7x7/2 conv - BN - ReLU - 3x3/2 max-pool (Table 2's conv1); CIFAR: 3x3/1 conv - BN - ReLU."""
-    stem = nn.Sequential()
-    if spec.stem == "cifar":
-        stem.add_module("conv", nn.Conv2d(spec.in_chans, spec.stem_chs, 3, padding=1, bias=False))
-    else:
-        stem.add_module("conv", nn.Conv2d(spec.in_chans, spec.stem_chs, 7, stride=2, padding=3, bias=False))
-    stem.add_module("bn", nn.BatchNorm2d(spec.stem_chs))
-    stem.add_module("act", _ReLU())
-    if spec.stem == "imagenet":
-        stem.add_module("pool", nn.MaxPool2d(3, stride=2, padding=1))
-    return stem
-
-
 class ResidualAttentionNet(SmallNet):
     """Stem, four stages (a residual unit, then attention modules; the last: three units), neck (BN - ReLU),
     GAP, dropout, FC. Unit for unit the authors' released Caffe network, as the spec describes it."""
@@ -132,7 +119,7 @@ class ResidualAttentionNet(SmallNet):
     def __init__(self, spec: ResidualAttentionSpec):
         super().__init__()
         self.spec = spec
-        self.stem = _stem(spec)
+        self.stem = residual_stem(spec)  # Table 2's conv1 is ResNet's
         self.stages = nn.Sequential(
             *(nn.Sequential(*(PreActBottleneck(b) if isinstance(b, PreActUnit) else AttentionBlock(b) for b in stage)) for stage in spec.stages)
         )

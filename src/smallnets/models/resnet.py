@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from smallnets.arch.residual_attention import ResidualAttentionSpec
 from smallnets.arch.resnet import Basic, Bottleneck, ResNetSpec
 from smallnets.layers import (
     ClassifierHead,
@@ -81,8 +82,9 @@ class BottleneckBlock(nn.Module):
         return self.act(self.conv3(self.conv2(self.conv1(x))) + self.shortcut(x))
 
 
-def _stem(spec: ResNetSpec) -> nn.Sequential:
-    """ImageNet: 7x7/2 conv - BN - ReLU - 3x3/2 max-pool (Table 1's conv1); CIFAR: 3x3/1 conv - BN - ReLU."""
+def residual_stem(spec: ResNetSpec | ResidualAttentionSpec) -> nn.Sequential:
+    """ImageNet: 7x7/2 conv - BN - ReLU - 3x3/2 max-pool (Table 1's conv1); CIFAR: 3x3/1 conv - BN - ReLU.
+    Also the Residual Attention Network's (its Table 2's conv1 is the same)."""
     stem = nn.Sequential()
     if spec.stem == "cifar":
         stem.add_module("conv", nn.Conv2d(spec.in_chans, spec.stem_chs, 3, padding=1, bias=False))
@@ -105,7 +107,7 @@ class ResNet(SmallNet):
     def __init__(self, spec: ResNetSpec):
         super().__init__()
         self.spec = spec
-        self.stem = _stem(spec)
+        self.stem = residual_stem(spec)
         self.stages = nn.Sequential(
             *(nn.Sequential(*(BasicBlock(b) if isinstance(b, Basic) else BottleneckBlock(b) for b in stage)) for stage in spec.stages)
         )
