@@ -20,11 +20,7 @@ FIXTURES = ("torchvision__googlenet", "torchvision__resnet18")
 TABLES = load_facts("classic_tables.json")["entries"] + load_facts("classic_tables_added.json")["entries"]
 
 
-def _pending(key: str) -> list:
-    return []  # every classic family has landed (issue 15); kept as the place to mark a new one that has not
-
-
-@pytest.mark.parametrize("entry", [pytest.param(e, id=e["id"], marks=_pending(e["id"])) for e in TABLES])
+@pytest.mark.parametrize("entry", [pytest.param(e, id=e["id"]) for e in TABLES])
 def test_classic_table_entry(entry):
     with torch.device("meta"):
         model = smallnets.create_model(entry["model"], num_classes=entry["num_classes"], **entry["kwargs"])
@@ -48,7 +44,7 @@ def _manifest_state(fmt: str) -> dict[str, torch.Tensor]:
     return dict(items)
 
 
-@pytest.mark.parametrize("fmt", [pytest.param(f, id=f, marks=_pending(f)) for f in sorted(MANIFESTS)])
+@pytest.mark.parametrize("fmt", sorted(MANIFESTS))
 def test_classic_manifests_convert_key_for_key(fmt):
     spec = get_format(fmt)
     src = _manifest_state(fmt)
@@ -68,7 +64,7 @@ def test_classic_manifests_convert_key_for_key(fmt):
         assert detect_format(src) == fmt
 
 
-@pytest.mark.parametrize("fixture", [pytest.param(f, id=f, marks=_pending(f)) for f in FIXTURES])
+@pytest.mark.parametrize("fixture", FIXTURES)
 def test_classic_fixture_logits_match_the_reference(fixture):
     weights = shared_path("reference", "interop", "classic", f"{fixture}.weights.safetensors")
     io = safetensors.torch.load_file(str(weights.parent / f"{fixture}.io.safetensors"))

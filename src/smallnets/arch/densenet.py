@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from smallnets._checks import check_bool, check_int, check_range
+from smallnets._checks import check_bool, check_choice, check_int, check_range
 from smallnets.arch.spec import ArchSpec, Entry, Published, check_channels
 
 PAPER = "Huang et al. 2017, Densely Connected Convolutional Networks, arXiv:1608.06993"
@@ -154,8 +154,7 @@ class DenseNetSpec(ArchSpec):
         super().__post_init__()
         name = type(self).__name__
         check_channels(name, stem_chs=self.stem_chs)
-        if self.stem not in STEMS:
-            raise ValueError(f"{name}: stem must be one of {', '.join(map(repr, STEMS))}; got {self.stem!r}")
+        check_choice(f"{name}: stem", self.stem, STEMS)
         check_range("drop_rate", self.drop_rate, 0.0, 1.0, high_open=True)
         check_bool("memory_efficient", self.memory_efficient)
         if not isinstance(self.stages, tuple) or not self.stages or not all(isinstance(s, DenseStage) for s in self.stages):

@@ -92,8 +92,7 @@ class PyramidNetSpec(ArchSpec):
     def __post_init__(self) -> None:
         super().__post_init__()
         name = type(self).__name__
-        if self.stem not in STEMS:
-            raise ValueError(f"{name}: stem must be one of {', '.join(map(repr, STEMS))}; got {self.stem!r}")
+        check_choice(f"{name}: stem", self.stem, STEMS)
         check_channels(name, stem_chs=self.stem_chs)
         check_range("drop_rate", self.drop_rate, 0.0, 1.0, high_open=True)
         check_stage_chain(name, self.stem_chs, self.stages, (PyramidBasic, PyramidBottleneck))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from smallnets._checks import check_bool, check_finite, check_int, check_range
+from smallnets._checks import check_bool, check_choice, check_finite, check_int, check_range
 from smallnets.arch.spec import ArchSpec, Entry, Published, check_channels, check_stage_chain, check_stride, make_divisible
 
 PAPER = "Wang et al. 2017, Residual Attention Network for Image Classification, arXiv:1704.06904"
@@ -133,8 +133,7 @@ class ResidualAttentionSpec(ArchSpec):
     def __post_init__(self) -> None:
         super().__post_init__()
         name = type(self).__name__
-        if self.stem not in STEMS:
-            raise ValueError(f"{name}: stem must be one of {', '.join(map(repr, STEMS))}; got {self.stem!r}")
+        check_choice(f"{name}: stem", self.stem, STEMS)
         check_channels(name, stem_chs=self.stem_chs)
         check_range("drop_rate", self.drop_rate, 0.0, 1.0, high_open=True)
         check_stage_chain(name, self.stem_chs, self.stages, (PreActUnit, AttentionModule))

@@ -138,8 +138,7 @@ class ResNetSpec(ArchSpec):
         super().__post_init__()
         name = type(self).__name__
         check_channels(name, stem_chs=self.stem_chs)
-        if self.stem not in STEMS:
-            raise ValueError(f"{name}: stem must be one of {', '.join(map(repr, STEMS))}; got {self.stem!r}")
+        check_choice(f"{name}: stem", self.stem, STEMS)
         check_range("drop_rate", self.drop_rate, 0.0, 1.0, high_open=True)
         check_bool("zero_init_residual", self.zero_init_residual)
         check_stage_chain(name, self.stem_chs, self.stages, (Basic, Bottleneck))
