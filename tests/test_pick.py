@@ -99,3 +99,23 @@ def test_measured_sweep_points_come_first_and_candidates_train_on_real_images(ca
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout[res.stdout.index("{"):])["considered"] == pick(max_macs="20M", resolution=16, grid=None)["considered"] < result["considered"]
+
+
+def test_one_network_measured_by_two_sweeps_is_one_row_with_the_mean(cache, tmp_path):
+    images = make_image_folder(tmp_path / "shapes", per_class=6)
+    dirs = []
+    for name, seed, extra in (("first", 0, [0.25]), ("second", 1, [0.25, 0.5])):
+        spec = load_sweep({
+            "sweep": {"name": name},
+            "base": {"model": {"name": "mobilenet_v1", "cifar": True},
+                     "data": {"path": str(images), "batch_size": 8, "val_fraction": 0.25, "pipeline": "tensor", "cache_dir": str(tmp_path / "c")},
+                     "train": {"epochs": 1, "precision": "fp32", "progress": False, "seed": seed}},
+            "grid": {"model.width_mult": extra},
+        }, out=tmp_path / "sweeps")  # fmt: skip
+        dirs.append(run_sweep(spec, latency=False, progress=False))
+    tops = [next(r["top1"] for r in d["rows"] if r["id"] == "width_mult=0.25") for d in dirs]
+    cands = pick(max_macs="20M", resolution=16, sweeps=[d["directory"] for d in dirs], published=False, grid=None, top=10)["candidates"]
+    assert sorted(c.knobs["width_mult"] for c in cands) == [0.25, 0.5]  # two networks, not three rows
+    quarter = next(c for c in cands if c.knobs["width_mult"] == 0.25)
+    assert quarter.measurements == tops and quarter.top1 == pytest.approx(sum(tops) / 2)
+    assert quarter.source.startswith("mean of 2: ") and "sweep first" in quarter.source and "sweep second" in quarter.source

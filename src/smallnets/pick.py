@@ -10,7 +10,8 @@ measured on this machine (batch 1, fp32 eager, the same measurement as ``smallne
 only for configurations inside the count limits, and cached (counts too) in the cache folder's ``pick.json``
 (keyed by configuration, input size, torch version and threads). The ranking keeps the evidence
 apart, because a CIFAR-10 accuracy measured here and a published ImageNet one do not compare:
-measured points first (by their validation top-1), then published ones (by the paper's top-1,
+measured points first (by their validation top-1; one network measured by several sweeps is one
+row, the mean of its measurements), then published ones (by the paper's top-1,
 dataset named), then the grid's (largest MACs first: within a family the bigger network inside the
 budget is the usual bet; ``--data`` measures it). A budget nothing meets gets an error naming the nearest candidates and by how
 much each misses.
@@ -64,6 +65,7 @@ class Candidate:
     misses: dict[str, float] = field(default_factory=dict)  # limit -> value / limit, for those exceeded
     measured_top1: float | None = None  # with --data: trained here briefly
     run_dir: str | None = None
+    measurements: list[float] = field(default_factory=list)  # measured: each sweep point's top-1 (several sweeps, one network)
 
     @property
     def label(self) -> str:
@@ -151,10 +153,30 @@ def _measured(sweep_dirs: Sequence[str | os.PathLike]) -> list[Candidate]:
             model = dict(cfg["model"])
             name = model.pop("name")
             model.pop("spec", None)
-            out.append(Candidate(name=name, knobs=model, input_size=tuple(row["input_size"]), evidence="measured", top1=row["top1"],
+            out.append((row.get("epochs"), Candidate(name=name, knobs=model, input_size=tuple(row["input_size"]), evidence="measured", top1=row["top1"],
                                  source=f"sweep {data.get('name')} point {row['id']} ({row.get('epochs')} epochs)", dataset="your data",
                                  params=row["params"], macs=row["macs"], fp32_bytes=row["fp32_bytes"], latency_ms=row.get("latency_ms"),
-                                 run_dir=os.fspath(Path(d) / row["id"])))  # fmt: skip
+                                 run_dir=os.fspath(Path(d) / row["id"]), measurements=[row["top1"]])))  # fmt: skip
+    return _merge_measured(out)
+
+
+def _merge_measured(cands: list[tuple[Any, Candidate]]) -> list[Candidate]:
+    """One candidate per network and schedule: the same configuration at the same input size trained
+    for as many epochs by several sweeps (MobileNetV1's α = 0.75 is Table 6's point and Table 5's
+    narrow network) becomes one row whose top-1 is the mean of the measurements, every one of them
+    named in its source. Other schedules stay rows of their own."""
+    groups: dict[tuple, list[Candidate]] = {}
+    for epochs, c in cands:
+        groups.setdefault((_knob_key(c.name, c.knobs, c.input_size), epochs), []).append(c)
+    out = []
+    for same in groups.values():
+        first = same[0]
+        if len(same) > 1:
+            first.source = f"mean of {len(same)}: " + "; ".join(f"{c.source}: {c.top1:.1f}" for c in same)
+            first.measurements = [m for c in same for m in c.measurements]
+            first.top1 = sum(first.measurements) / len(first.measurements)
+            first.latency_ms = next((c.latency_ms for c in same if c.latency_ms is not None), None)
+        out.append(first)
     return out
 
 
