@@ -462,11 +462,14 @@ def plot_sweep(rows: Sequence[Mapping[str, Any]], path, title: str = "") -> Path
             ax.text(0.5, 0.5, f"{label}: not measured", ha="center", va="center", transform=ax.transAxes)
             continue
         front = set(pareto_front(pts, key))
+        rightmost = max(r[key] for r in pts)
         for r in pts:
             on = r["id"] in front
             ax.scatter(r[key] / div, r["top1"], s=55, color="tab:red" if on else "tab:blue", edgecolors="black", linewidths=0.5,
                        alpha=0.9 if on else 0.5, zorder=3)  # fmt: skip
-            ax.annotate(r["id"], (r[key] / div, r["top1"]), xytext=(4, 4), textcoords="offset points", fontsize=7)
+            right = len(pts) > 1 and r[key] == rightmost  # its label goes to the left, inside the axes
+            ax.annotate(r["id"], (r[key] / div, r["top1"]), xytext=(-4 if right else 4, 4), textcoords="offset points", fontsize=7,
+                        ha="right" if right else "left")  # fmt: skip
         line = sorted((r for r in pts if r["id"] in front), key=lambda r: r[key])
         ax.plot([r[key] / div for r in line], [r["top1"] for r in line], color="tab:red", lw=1.2, zorder=2, label="Pareto front")
         values = [r[key] for r in pts]
