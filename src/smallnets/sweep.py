@@ -480,7 +480,7 @@ def plot_sweep(rows: Sequence[Mapping[str, Any]], path, title: str = "") -> Path
         ax.set_xlabel(label)
         ax.set_ylabel("validation top-1 (%)")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="best")  # where it covers the fewest points
     if title:
         fig.suptitle(title)
     fig.tight_layout()
