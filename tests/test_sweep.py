@@ -156,3 +156,30 @@ def test_pareto_front_keeps_the_points_nothing_beats():
     rows = [{"id": "a", "macs": 10, "top1": 50.0}, {"id": "b", "macs": 20, "top1": 60.0}, {"id": "c", "macs": 30, "top1": 55.0},
             {"id": "d", "macs": 20, "top1": 58.0}, {"id": "e", "macs": 5, "top1": 50.0}]  # fmt: skip
     assert pareto_front(rows, "macs") == ["b", "e"]  # a: e is cheaper at the same accuracy; c, d: b is as cheap or cheaper and better
+
+
+def test_points_trained_under_different_thread_counts_are_named_in_the_results(images, tmp_path):
+    import torch
+
+    spec = load_sweep({
+        "sweep": {"name": "threads"},
+        "base": {"model": {"name": "mobilenet_v1", "cifar": True, "width_mult": 0.25},
+                 "data": {"path": str(images), "batch_size": 8, "val_fraction": 0.25, "pipeline": "tensor", "cache_dir": str(tmp_path / "c")},
+                 "train": {"epochs": 1, "progress": False}},
+        "grid": {"train.seed": [0, 1, 2]},
+    }, out=tmp_path / "sweeps")  # fmt: skip
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        same = run_sweep(spec, only=["seed=0", "seed=1"], latency=False, progress=False)
+        assert same["mixed_environments"] is None  # one thread count so far: nothing to say
+        torch.set_num_threads(2)
+        mixed = run_sweep(spec, only=["seed=2"], latency=False, progress=False)
+    finally:
+        torch.set_num_threads(before)
+    note = mixed["mixed_environments"]
+    assert "threads 1: seed=0, seed=1" in note and "threads 2: seed=2" in note
+    assert {r["id"]: r["trained_with"]["threads"] for r in mixed["rows"]} == {"seed=0": 1, "seed=1": 1, "seed=2": 2}
+    root = Path(mixed["directory"])
+    assert json.loads((root / "sweep.json").read_text())["mixed_environments"] == note
+    assert f"Note: {note}." in (root / "sweep.md").read_text()

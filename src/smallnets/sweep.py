@@ -280,6 +280,8 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, *, only: Sequence[str] | None
             written = write_sweep(spec)
     if not _is_main():
         return {"directory": os.fspath(root), "rows": [], "diverged": diverged}
+    if written.get("mixed_environments"):
+        say(f"note: {written['mixed_environments']}")
     say(f"sweep {spec.name}: {len(points)} point(s) in {format_duration(time.perf_counter() - started)}; {written['md']}")
     return {**written, "diverged": diverged}
 
@@ -349,6 +351,36 @@ def _best(run_dir: Path) -> tuple[float | None, int]:
     return (max(tops) if tops else None), len(records)
 
 
+# What a point's numerics depend on beyond its configuration: a seeded run repeats exactly only with
+# all of these the same (bf16 reductions change order with the thread count: MobileNetV1's narrow
+# network moved 4.8 points between 1 and 2 threads, the README's Table 5).
+TRAINED_WITH = ("device", "threads", "world_size", "precision", "torch")
+
+
+def _trained_with(run_dir: Path) -> dict | None:
+    f = run_dir / "run.json"
+    if not f.is_file():
+        return None
+    env = json.loads(f.read_text()).get("environment") or {}
+    return {k: env.get(k) for k in TRAINED_WITH}
+
+
+def mixed_environments(rows: Sequence[Mapping[str, Any]]) -> str | None:
+    """A sentence naming which points were trained under which settings, when the trained points
+    differ in any of :data:`TRAINED_WITH`; None when they agree."""
+    groups: dict[str, list[str]] = {}
+    for r in rows:
+        if r.get("trained_with") and r["top1"] is not None:
+            groups.setdefault(json.dumps(r["trained_with"], sort_keys=True), []).append(r["id"])
+    if len(groups) < 2:
+        return None
+    keys = [json.loads(k) for k in groups]
+    differ = [k for k in TRAINED_WITH if len({json.dumps(e.get(k)) for e in keys}) > 1]
+    parts = ["; ".join(f"{k} {e.get(k)}" for k in differ) + ": " + ", ".join(ids) for e, ids in zip(keys, groups.values())]
+    return ("the points were trained under different settings (" + " | ".join(parts) + "); a seeded run repeats exactly only "
+            "under the same ones, so small differences between these points may be the settings, not the configurations")
+
+
 def sweep_rows(spec: SweepSpec) -> list[dict]:
     """One row per point: its overrides, status, best validation top-1, epochs and costs."""
     rows = []
@@ -357,7 +389,8 @@ def sweep_rows(spec: SweepSpec) -> list[dict]:
         top1, epochs = _best(run_dir)
         cost = json.loads((run_dir / COST_FILE).read_text()) if (run_dir / COST_FILE).is_file() else {}
         rows.append({"id": p.id, "overrides": p.overrides, "status": _status(run_dir) or "not started", "top1": top1, "epochs": epochs,
-                     **{k: cost.get(k) for k in ("params", "macs", "fp32_bytes", "weights_bytes", "latency_ms", "input_size")}})  # fmt: skip
+                     **{k: cost.get(k) for k in ("params", "macs", "fp32_bytes", "weights_bytes", "latency_ms", "input_size")},
+                     "trained_with": _trained_with(run_dir)})  # fmt: skip
     axes = ("macs", "params", "fp32_bytes", "latency_ms")
     for axis in axes:
         front = set(pareto_front([r for r in rows if r["top1"] is not None and r[axis] is not None], axis))
@@ -426,12 +459,13 @@ def write_sweep(spec: SweepSpec) -> dict:
     rows = sweep_rows(spec)
     root = spec.directory
     table = format_rows(rows, spec.paper)
+    mixed = mixed_environments(rows)
     payload = {"name": spec.name, "title": spec.title, "source": spec.source, "base": spec.base, "paper": spec.paper,
-               "environment": environment(), "rows": rows}  # fmt: skip
+               "environment": environment(), "mixed_environments": mixed, "rows": rows}  # fmt: skip
     atomic_write_text(root / "sweep.json", json.dumps(payload, indent=1, default=str) + "\n")
-    atomic_write_text(root / "sweep.md", f"# {spec.title}\n\n{table}\n")
+    atomic_write_text(root / "sweep.md", f"# {spec.title}\n\n{table}\n" + (f"\nNote: {mixed}.\n" if mixed else ""))
     png = plot_sweep(rows, root / "sweep.png", title=spec.title)
-    return {"directory": os.fspath(root), "rows": rows, "table": table, "json": os.fspath(root / "sweep.json"),
+    return {"directory": os.fspath(root), "rows": rows, "table": table, "mixed_environments": mixed, "json": os.fspath(root / "sweep.json"),
             "md": os.fspath(root / "sweep.md"), "png": None if png is None else os.fspath(png)}  # fmt: skip
 
 
